@@ -1,0 +1,291 @@
+/* Provider entry point: configuration, algorithm tables, lazy module load. */
+#include "hp_provider.h"
+
+#include "p11_failure.h"
+#include "p11_names.h"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/params.h>
+#include <openssl/provider.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef HSMPROV_VERSION
+#define HSMPROV_VERSION "0.0.0"
+#endif
+#ifndef HSMPROV_DEFAULT_MODULE
+#define HSMPROV_DEFAULT_MODULE "p11-kit-proxy.so"
+#endif
+
+static OSSL_FUNC_provider_teardown_fn hp_teardown;
+static OSSL_FUNC_provider_gettable_params_fn hp_gettable_params;
+static OSSL_FUNC_provider_get_params_fn hp_get_params;
+static OSSL_FUNC_provider_query_operation_fn hp_query;
+static OSSL_FUNC_provider_get_reason_strings_fn hp_reasons;
+
+#define RSA_NAMES "RSA:rsaEncryption:1.2.840.113549.1.1.1"
+#define RSAPSS_NAMES "RSA-PSS:RSASSA-PSS:1.2.840.113549.1.1.10"
+#define EC_NAMES "EC:id-ecPublicKey:1.2.840.10045.2.1"
+
+static const OSSL_ALGORITHM keymgmt_algs[] = {
+    {RSA_NAMES, HP_PROPS, hp_rsa_keymgmt_functions, "hsmprov RSA token keys"},
+    {RSAPSS_NAMES, HP_PROPS, hp_rsapss_keymgmt_functions, "hsmprov RSA-PSS token keys"},
+    {EC_NAMES, HP_PROPS, hp_ec_keymgmt_functions, "hsmprov EC token keys"},
+    {NULL, NULL, NULL, NULL},
+};
+
+static const OSSL_ALGORITHM signature_algs[] = {
+    {RSA_NAMES, HP_PROPS, hp_rsa_signature_functions, "RSA signatures in the token"},
+    {"ECDSA", HP_PROPS, hp_ecdsa_signature_functions, "ECDSA in the token"},
+    {NULL, NULL, NULL, NULL},
+};
+
+static const OSSL_ALGORITHM store_algs[] = {
+    {"pkcs11", HP_PROPS, hp_store_functions, "pkcs11: URIs (RFC 7512)"},
+    {NULL, NULL, NULL, NULL},
+};
+
+#define SPKI_DER HP_PROPS ",output=der,structure=SubjectPublicKeyInfo"
+#define SPKI_PEM HP_PROPS ",output=pem,structure=SubjectPublicKeyInfo"
+static const OSSL_ALGORITHM encoder_algs[] = {
+    {RSA_NAMES, SPKI_DER, hp_rsa_spki_der_encoder_functions, NULL},
+    {RSA_NAMES, SPKI_PEM, hp_rsa_spki_pem_encoder_functions, NULL},
+    {RSAPSS_NAMES, SPKI_DER, hp_rsa_spki_der_encoder_functions, NULL},
+    {RSAPSS_NAMES, SPKI_PEM, hp_rsa_spki_pem_encoder_functions, NULL},
+    {EC_NAMES, SPKI_DER, hp_ec_spki_der_encoder_functions, NULL},
+    {EC_NAMES, SPKI_PEM, hp_ec_spki_pem_encoder_functions, NULL},
+    {NULL, NULL, NULL, NULL},
+};
+
+static const OSSL_ALGORITHM *hp_query(void *provctx, int op, int *no_cache)
+{
+    *no_cache = 0;
+    switch (op) {
+    case OSSL_OP_KEYMGMT:
+        return keymgmt_algs;
+    case OSSL_OP_SIGNATURE:
+        return signature_algs;
+    case OSSL_OP_STORE:
+        return store_algs;
+    case OSSL_OP_ENCODER:
+        return encoder_algs;
+    }
+    return NULL;
+}
+
+static const OSSL_PARAM provider_params[] = {
+    OSSL_PARAM_DEFN(OSSL_PROV_PARAM_NAME, OSSL_PARAM_UTF8_PTR, NULL, 0),
+    OSSL_PARAM_DEFN(OSSL_PROV_PARAM_VERSION, OSSL_PARAM_UTF8_PTR, NULL, 0),
+    OSSL_PARAM_DEFN(OSSL_PROV_PARAM_BUILDINFO, OSSL_PARAM_UTF8_PTR, NULL, 0),
+    OSSL_PARAM_DEFN(OSSL_PROV_PARAM_STATUS, OSSL_PARAM_INTEGER, NULL, 0),
+    OSSL_PARAM_END,
+};
+
+static const OSSL_PARAM *hp_gettable_params(void *provctx)
+{
+    return provider_params;
+}
+
+static int hp_get_params(void *provctx, OSSL_PARAM params[])
+{
+    OSSL_PARAM *p;
+
+    p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_NAME);
+    if (p != NULL && !OSSL_PARAM_set_utf8_ptr(p, "hsmprov: keys in a PKCS#11 token"))
+        return 0;
+    p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_VERSION);
+    if (p != NULL && !OSSL_PARAM_set_utf8_ptr(p, HSMPROV_VERSION))
+        return 0;
+    p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_BUILDINFO);
+    if (p != NULL && !OSSL_PARAM_set_utf8_ptr(p, "hsmprov " HSMPROV_VERSION
+                                                 " for OpenSSL " OPENSSL_VERSION_STR))
+        return 0;
+    p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_STATUS);
+    if (p != NULL && !OSSL_PARAM_set_int(p, 1))
+        return 0;
+    return 1;
+}
+
+static const OSSL_ITEM *hp_reasons(void *provctx)
+{
+    return hp_reason_strings;
+}
+
+static void provctx_free(hp_provctx *pctx)
+{
+    if (pctx == NULL)
+        return;
+    p11_module_free(pctx->module);
+    OSSL_LIB_CTX_free(pctx->libctx);
+    free(pctx->module_path);
+    free(pctx->init_args);
+    if (pctx->token_pin != NULL)
+        OPENSSL_clear_free(pctx->token_pin, strlen(pctx->token_pin));
+    pthread_mutex_destroy(&pctx->lock);
+    free(pctx);
+}
+
+static void hp_teardown(void *provctx)
+{
+    provctx_free(provctx);
+}
+
+p11_module *hp_module(hp_provctx *pctx)
+{
+    p11_module *m;
+    CK_RV rv = CKR_OK;
+
+    pthread_mutex_lock(&pctx->lock);
+    if (pctx->module == NULL) {
+        rv = p11_module_load(pctx->module_path, pctx->init_args, &pctx->module);
+        if (rv == CKR_OK) {
+            pctx->module->pool_size = pctx->pool_size;
+            pctx->module->pool_timeout_ms = pctx->pool_timeout_ms;
+        }
+    }
+    m = pctx->module;
+    pthread_mutex_unlock(&pctx->lock);
+    if (m == NULL) {
+        hp_raise_p11(pctx, rv);
+        return NULL;
+    }
+    return m;
+}
+
+static int parse_uint(hp_provctx *pctx, const char *name, const char *v, unsigned *out)
+{
+    char *end;
+    unsigned long x;
+
+    if (v == NULL)
+        return 1;
+    x = strtoul(v, &end, 10);
+    if (*v == '\0' || *end != '\0' || x > 1000000) {
+        hp_raise(pctx, HP_R_BAD_PARAM, "%s = \"%s\": expected a whole number", name, v);
+        return 0;
+    }
+    *out = (unsigned)x;
+    return 1;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s != NULL && *s != '\0' ? strdup(s) : NULL;
+}
+
+static int read_config(hp_provctx *pctx, const OSSL_DISPATCH *in)
+{
+    OSSL_FUNC_core_get_params_fn *get_params = NULL;
+    char *path = NULL, *args = NULL, *pin = NULL, *behavior = NULL;
+    char *pool = NULL, *timeout = NULL;
+    const char *env;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_utf8_ptr("pkcs11-module-path", &path, 0),
+        OSSL_PARAM_utf8_ptr("pkcs11-module-init-args", &args, 0),
+        OSSL_PARAM_utf8_ptr("pkcs11-module-token-pin", &pin, 0),
+        OSSL_PARAM_utf8_ptr("pkcs11-module-load-behavior", &behavior, 0),
+        OSSL_PARAM_utf8_ptr("pkcs11-pool-size", &pool, 0),
+        OSSL_PARAM_utf8_ptr("pkcs11-pool-wait-timeout-ms", &timeout, 0),
+        OSSL_PARAM_END,
+    };
+
+    for (; in->function_id != 0; in++)
+        if (in->function_id == OSSL_FUNC_CORE_GET_PARAMS)
+            get_params = OSSL_FUNC_core_get_params(in);
+    if (get_params != NULL && !get_params(pctx->handle, params))
+        return 0;
+
+    /* The environment overrides the configuration, as for pkcs11-provider. */
+    env = getenv("PKCS11_PROVIDER_MODULE");
+    pctx->module_path = strdup(env != NULL && *env != '\0'     ? env
+                               : path != NULL && *path != '\0' ? path
+                                                               : HSMPROV_DEFAULT_MODULE);
+    pctx->init_args = dup_or_null(args);
+    pctx->token_pin = dup_or_null(pin);
+    if (behavior != NULL) {
+        if (strcmp(behavior, "early") == 0) {
+            pctx->load_early = 1;
+        } else if (strcmp(behavior, "late") != 0) {
+            hp_raise(pctx, HP_R_BAD_PARAM,
+                     "pkcs11-module-load-behavior = \"%s\": expected early or late",
+                     behavior);
+            return 0;
+        }
+    }
+    return pctx->module_path != NULL &&
+           parse_uint(pctx, "pkcs11-pool-size", pool, &pctx->pool_size) &&
+           parse_uint(pctx, "pkcs11-pool-wait-timeout-ms", timeout,
+                      &pctx->pool_timeout_ms);
+}
+
+static const OSSL_DISPATCH provider_functions[] = {
+    {OSSL_FUNC_PROVIDER_TEARDOWN, (void (*)(void))hp_teardown},
+    {OSSL_FUNC_PROVIDER_GETTABLE_PARAMS, (void (*)(void))hp_gettable_params},
+    {OSSL_FUNC_PROVIDER_GET_PARAMS, (void (*)(void))hp_get_params},
+    {OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void))hp_query},
+    {OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, (void (*)(void))hp_reasons},
+    {0, NULL},
+};
+
+__attribute__((visibility("default"))) OSSL_provider_init_fn OSSL_provider_init;
+
+int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
+                       const OSSL_DISPATCH **out, void **provctx)
+{
+    hp_provctx *pctx = calloc(1, sizeof(*pctx));
+    const OSSL_DISPATCH *d;
+
+    if (pctx == NULL)
+        return 0;
+    pctx->handle = handle;
+    pthread_mutex_init(&pctx->lock, NULL);
+    for (d = in; d->function_id != 0; d++) {
+        switch (d->function_id) {
+        case OSSL_FUNC_CORE_NEW_ERROR:
+            pctx->core_new_error = OSSL_FUNC_core_new_error(d);
+            break;
+        case OSSL_FUNC_CORE_SET_ERROR_DEBUG:
+            pctx->core_set_error_debug = OSSL_FUNC_core_set_error_debug(d);
+            break;
+        case OSSL_FUNC_CORE_VSET_ERROR:
+            pctx->core_vset_error = OSSL_FUNC_core_vset_error(d);
+            break;
+        case OSSL_FUNC_BIO_WRITE_EX:
+            pctx->core_bio_write_ex = OSSL_FUNC_BIO_write_ex(d);
+            break;
+        }
+    }
+    if (pctx->core_new_error == NULL || pctx->core_set_error_debug == NULL ||
+        pctx->core_vset_error == NULL)
+        pctx->core_new_error = NULL;
+    if (!read_config(pctx, in))
+        goto err;
+
+    /* Our own library context with the default provider: hashing on the host
+     * (DESIGN §2.9) and public-key encoding happen there, never through this
+     * provider, so nothing we call can recurse into us. */
+    pctx->libctx = OSSL_LIB_CTX_new();
+    if (pctx->libctx == NULL || OSSL_PROVIDER_load(pctx->libctx, "default") == NULL) {
+        hp_raise(pctx, HP_R_INTERNAL, "cannot load the default provider for hashing");
+        goto err;
+    }
+    if (pctx->load_early) {
+        p11_module *m = hp_module(pctx);
+        CK_RV rv;
+
+        if (m == NULL)
+            goto err;
+        rv = p11_module_ready(m);
+        if (rv != CKR_OK) {
+            hp_raise_p11(pctx, rv);
+            goto err;
+        }
+    }
+    *out = provider_functions;
+    *provctx = pctx;
+    return 1;
+err:
+    provctx_free(pctx);
+    return 0;
+}

@@ -1,0 +1,95 @@
+/* Shared state of the hsmprov OpenSSL provider. provider/ calls src/ only. */
+#ifndef HP_PROVIDER_H
+#define HP_PROVIDER_H
+
+#include "p11_object.h"
+
+#include <openssl/core.h>
+#include <openssl/core_dispatch.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+
+#define HP_NAME "hsmprov"
+#define HP_PROPS "provider=hsmprov"
+
+typedef struct hp_provctx {
+    const OSSL_CORE_HANDLE *handle;
+    OSSL_LIB_CTX *libctx; /* child of the application's: digests, encoders */
+
+    OSSL_FUNC_core_new_error_fn *core_new_error;
+    OSSL_FUNC_core_set_error_debug_fn *core_set_error_debug;
+    OSSL_FUNC_core_vset_error_fn *core_vset_error;
+    OSSL_FUNC_BIO_write_ex_fn *core_bio_write_ex;
+
+    /* Configuration (openssl.cnf directives). */
+    char *module_path;
+    char *init_args;
+    char *token_pin; /* "file:PATH" or the PIN itself */
+    int load_early;
+    unsigned pool_size, pool_timeout_ms;
+
+    pthread_mutex_t lock; /* guards lazy module loading */
+    p11_module *module;
+} hp_provctx;
+
+/* A key as OpenSSL holds it (keymgmt keydata). */
+typedef struct hp_key {
+    hp_provctx *pctx;
+    int kind;     /* HP_KEY_RSA, HP_KEY_RSA_PSS, HP_KEY_EC */
+    p11_key *p11; /* NULL for a public key imported from software (match only) */
+    /* Public parts as OpenSSL sees them; for token keys copied from p11. */
+    unsigned char *n, *e, *point;
+    size_t n_len, e_len, point_len;
+    char group[32]; /* EC named curve, e.g. "prime256v1" */
+    int bits;
+} hp_key;
+
+enum { HP_KEY_RSA = 1, HP_KEY_RSA_PSS, HP_KEY_EC };
+
+/* The PKCS#11 module, loaded at first use (unless pkcs11-module-load-behavior
+ * is early). Raises an OpenSSL error and returns NULL on failure. */
+p11_module *hp_module(hp_provctx *pctx);
+
+/* Errors (hp_err.c). Reason codes: */
+enum {
+    HP_R_PKCS11 = 1,  /* a PKCS#11 call failed */
+    HP_R_URI,         /* malformed or unusable URI */
+    HP_R_NOT_FOUND,   /* no matching token/object */
+    HP_R_KEY_TYPE,    /* object of the wrong kind for the operation */
+    HP_R_UNSUPPORTED, /* something hsmprov does not do */
+    HP_R_BAD_PARAM,   /* bad parameter from the application */
+    HP_R_MODULE,      /* module could not be loaded */
+    HP_R_LOGIN,       /* no PIN, wrong PIN */
+    HP_R_INTERNAL,
+};
+extern const OSSL_ITEM hp_reason_strings[];
+void hp_raise(hp_provctx *pctx, int reason, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Raises the failure src/ recorded for this thread (call, CKR_* name, object). */
+void hp_raise_p11(hp_provctx *pctx, CK_RV rv);
+
+/* Login for objects on t (hp_login.c): PIN from the URI, the configuration,
+ * or the passphrase callback, in that order. */
+CK_RV hp_login(hp_provctx *pctx, p11_token *t, const p11_uri *uri,
+               OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg);
+
+/* Keys (hp_keymgmt.c). */
+hp_key *hp_key_from_p11(hp_provctx *pctx, p11_key *k);
+const char *hp_key_type_name(const p11_key *k);
+size_t hp_key_size(const hp_key *k); /* signature size */
+/* The key's public half as a default-provider EVP_PKEY in pctx->libctx. */
+EVP_PKEY *hp_key_public_pkey(const hp_key *k);
+
+/* Dispatch tables. */
+extern const OSSL_DISPATCH hp_rsa_keymgmt_functions[];
+extern const OSSL_DISPATCH hp_rsapss_keymgmt_functions[];
+extern const OSSL_DISPATCH hp_ec_keymgmt_functions[];
+extern const OSSL_DISPATCH hp_rsa_signature_functions[];
+extern const OSSL_DISPATCH hp_ecdsa_signature_functions[];
+extern const OSSL_DISPATCH hp_store_functions[];
+extern const OSSL_DISPATCH hp_rsa_spki_der_encoder_functions[];
+extern const OSSL_DISPATCH hp_rsa_spki_pem_encoder_functions[];
+extern const OSSL_DISPATCH hp_ec_spki_der_encoder_functions[];
+extern const OSSL_DISPATCH hp_ec_spki_pem_encoder_functions[];
+
+#endif

@@ -1,0 +1,138 @@
+#include "p11_crypt.h"
+
+#include "p11_failure.h"
+#include "p11_names.h"
+
+#include <stdio.h>
+
+struct op_calls {
+    const char *init_name, *op_name;
+};
+
+static const struct op_calls calls[] = {
+    [P11_SIGN] = {"C_SignInit", "C_Sign"},
+    [P11_VERIFY] = {"C_VerifyInit", "C_Verify"},
+    [P11_ENCRYPT] = {"C_EncryptInit", "C_Encrypt"},
+    [P11_DECRYPT] = {"C_DecryptInit", "C_Decrypt"},
+};
+
+static CK_RV op_init(p11_module *m, p11_op_kind kind, CK_SESSION_HANDLE h,
+                     CK_MECHANISM *mech, CK_OBJECT_HANDLE o)
+{
+    switch (kind) {
+    case P11_SIGN:
+        return P11_CALL(m, C_SignInit, h, mech, o);
+    case P11_VERIFY:
+        return P11_CALL(m, C_VerifyInit, h, mech, o);
+    case P11_ENCRYPT:
+        return P11_CALL(m, C_EncryptInit, h, mech, o);
+    case P11_DECRYPT:
+        return P11_CALL(m, C_DecryptInit, h, mech, o);
+    }
+    return CKR_FUNCTION_NOT_SUPPORTED;
+}
+
+static CK_RV op_run(p11_module *m, p11_op_kind kind, CK_SESSION_HANDLE h,
+                    const unsigned char *in, CK_ULONG inlen, unsigned char *out,
+                    CK_ULONG *outlen)
+{
+    switch (kind) {
+    case P11_SIGN:
+        return P11_CALL(m, C_Sign, h, (CK_BYTE *)in, inlen, out, outlen);
+    case P11_VERIFY:
+        return P11_CALL(m, C_Verify, h, (CK_BYTE *)in, inlen, out, *outlen);
+    case P11_ENCRYPT:
+        return P11_CALL(m, C_Encrypt, h, (CK_BYTE *)in, inlen, out, outlen);
+    case P11_DECRYPT:
+        return P11_CALL(m, C_Decrypt, h, (CK_BYTE *)in, inlen, out, outlen);
+    }
+    return CKR_FUNCTION_NOT_SUPPORTED;
+}
+
+static CK_RV fail_op(CK_RV rv, const char *call, p11_key *k, CK_MECHANISM *mech)
+{
+    const char *mn = p11_mech_name(mech->mechanism);
+    char mbuf[24];
+
+    if (mn == NULL) {
+        snprintf(mbuf, sizeof(mbuf), "mechanism 0x%lx", (unsigned long)mech->mechanism);
+        mn = mbuf;
+    }
+    return p11_fail(rv, call, "%s with %s", k->name, mn);
+}
+
+CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
+                  const unsigned char *in, CK_ULONG inlen, unsigned char *out,
+                  CK_ULONG *outlen)
+{
+    int uses_private = kind == P11_SIGN || kind == P11_DECRYPT;
+    p11_token *t = k->tok;
+    CK_ULONG cap = *outlen;
+
+    for (int tries = 0;; tries++) {
+        p11_lease l = P11_LEASE_INIT;
+        const char *call;
+        CK_OBJECT_HANDLE o;
+        CK_RV rv;
+
+        rv = p11_key_current(k);
+        if (rv != CKR_OK)
+            return rv;
+        o = uses_private ? k->priv : k->pub;
+        if (o == CK_INVALID_HANDLE)
+            return p11_fail(CKR_KEY_HANDLE_INVALID, calls[kind].init_name,
+                            "%s has no %s key object on the token", k->name,
+                            uses_private ? "private" : "public");
+        rv = p11_lease_acquire(t->pool, &l);
+        if (rv != CKR_OK)
+            return rv;
+        call = calls[kind].init_name;
+        rv = op_init(t->m, kind, l.h, mech, o);
+        if (rv == CKR_OK) {
+            call = calls[kind].op_name;
+            *outlen = cap;
+            rv = op_run(t->m, kind, l.h, in, inlen, out, outlen);
+        }
+        if (rv == CKR_OK || (kind == P11_VERIFY && (rv == CKR_SIGNATURE_INVALID ||
+                                                    rv == CKR_SIGNATURE_LEN_RANGE))) {
+            p11_lease_release(&l);
+            return rv;
+        }
+        switch (rv) {
+        case CKR_BUFFER_TOO_SMALL:
+            /* The operation is still active on the session: closing the
+             * session is the one sure way to end it. */
+            p11_lease_discard(&l);
+            break;
+        case CKR_SESSION_HANDLE_INVALID:
+        case CKR_SESSION_CLOSED:
+            p11_lease_discard(&l);
+            if (tries == 0)
+                continue;
+            break;
+        case CKR_USER_NOT_LOGGED_IN:
+            p11_lease_release(&l);
+            if (tries < 2 && p11_token_relogin(t) == CKR_OK)
+                continue;
+            break;
+        case CKR_OBJECT_HANDLE_INVALID:
+        case CKR_KEY_HANDLE_INVALID:
+            p11_lease_release(&l);
+            if (tries == 0) {
+                atomic_store(&k->gen, 0); /* find the objects again */
+                continue;
+            }
+            break;
+        case CKR_DEVICE_REMOVED:
+        case CKR_TOKEN_NOT_PRESENT:
+        case CKR_DEVICE_ERROR:
+            p11_lease_discard(&l);
+            break;
+        default:
+            /* Any other error ends the operation (PKCS#11 §5.2). */
+            p11_lease_release(&l);
+            break;
+        }
+        return fail_op(rv, call, k, mech);
+    }
+}

@@ -1,0 +1,21 @@
+/* One-shot token operations with a key: sign, verify, encrypt, decrypt.
+ *
+ * Each leases a session for exactly one Init + one call (DESIGN §2.2): the
+ * steady-state cost of a signature is C_SignInit and C_Sign, nothing more.
+ * A session or login the token lost is recovered once, transparently. */
+#ifndef P11_CRYPT_H
+#define P11_CRYPT_H
+
+#include "p11_object.h"
+
+typedef enum { P11_SIGN, P11_VERIFY, P11_ENCRYPT, P11_DECRYPT } p11_op_kind;
+
+/* SIGN/ENCRYPT/DECRYPT: in → out, *outlen is the capacity on entry and the
+ * length on return (out must be large enough: the caller knows the size).
+ * VERIFY: in is the data, out and outlen the signature; returns
+ * CKR_SIGNATURE_INVALID (no failure recorded) for a bad signature. */
+CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
+                  const unsigned char *in, CK_ULONG inlen, unsigned char *out,
+                  CK_ULONG *outlen);
+
+#endif

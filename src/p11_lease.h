@@ -1,0 +1,56 @@
+/* Session leases: the locking primitive of hsmprov (DESIGN §2).
+ *
+ * A token has a pool of open sessions. Whoever holds a session's lease is the
+ * only caller of C_* functions on that session. A lease is a flag guarded by a
+ * mutex and a condition variable, not a mutex held across calls, so it belongs
+ * to whoever holds the p11_lease value (an OpenSSL context), not to a thread:
+ * it may be released by another thread than the one that took it.
+ *
+ * Nothing outside this file touches the pool's internals. */
+#ifndef P11_LEASE_H
+#define P11_LEASE_H
+
+#include "p11_pkcs11.h"
+
+typedef struct p11_pool p11_pool;
+typedef struct p11_token p11_token;
+
+typedef struct p11_lease {
+    p11_pool *pool; /* NULL: no lease held */
+    unsigned idx;
+    unsigned epoch; /* pool epoch at acquire; a lease from before a reset is void */
+    CK_SESSION_HANDLE h;
+} p11_lease;
+
+#define P11_LEASE_INIT                                                                   \
+    {                                                                                    \
+        NULL, 0, 0, CK_INVALID_HANDLE                                                    \
+    }
+
+/* size: number of sessions; timeout_ms: how long a waiter waits (0: forever). */
+p11_pool *p11_pool_new(p11_token *tok, unsigned size, unsigned timeout_ms);
+void p11_pool_free(p11_pool *p);
+/* Forgets every session and lease without closing anything: used in a fork
+ * child, where the sessions are the parent's, and after the module was
+ * re-initialised. Leases taken before are void (their release is a no-op). */
+void p11_pool_reset(p11_pool *p);
+unsigned p11_pool_size(const p11_pool *p);
+/* Leases currently held (for tests and diagnostics). */
+unsigned p11_pool_in_use(p11_pool *p);
+
+/* Takes a free session, opening it if needed. When the pool is exhausted and
+ * the calling thread itself already holds a lease from it, fails at once with
+ * P11_RV_POOL_EXHAUSTED (waiting could never end); otherwise waits, up to the
+ * pool's timeout (P11_RV_TIMEOUT). */
+CK_RV p11_lease_acquire(p11_pool *p, p11_lease *l);
+/* Returns the session to the pool. No operation may be active on it. */
+void p11_lease_release(p11_lease *l);
+/* The leased session is unusable (closed, invalid handle, or stuck in an
+ * operation that cannot be ended): close it and open a new one in its place,
+ * keeping the lease. */
+CK_RV p11_lease_reopen(p11_lease *l);
+/* Closes the leased session and releases the lease: the next user opens a
+ * fresh one. */
+void p11_lease_discard(p11_lease *l);
+
+#endif

@@ -1,0 +1,248 @@
+#include "p11_module.h"
+
+#include "p11_failure.h"
+#include "p11_names.h"
+#include "p11_token.h"
+
+#include <dlfcn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int p11_debug_enabled;
+static atomic_uint fork_gen;
+static pthread_once_t process_once = PTHREAD_ONCE_INIT;
+
+/* Modules loaded in this process, for the exit handler. */
+static pthread_mutex_t loaded_lock = PTHREAD_MUTEX_INITIALIZER;
+static p11_module *loaded[8];
+static atomic_int exiting;
+
+/* Runs at exit() before the destructors of the modules we loaded (it is
+ * registered after their dlopen, and exit handlers run in reverse). A module
+ * such as SoftHSM2 tears itself down in its own destructors, long before
+ * OpenSSL's exit handler unloads providers; by then calling into it crashes.
+ * So finalise here while it is alive, and touch it no more afterwards. */
+static void at_exit(void)
+{
+    atomic_store(&exiting, 1);
+    pthread_mutex_lock(&loaded_lock);
+    for (size_t i = 0; i < sizeof(loaded) / sizeof(loaded[0]); i++) {
+        p11_module *m = loaded[i];
+
+        if (m != NULL && m->owns_init && atomic_load(&m->ready) &&
+            atomic_load(&m->ready_fork_gen) == atomic_load(&fork_gen))
+            P11_CALL(m, C_Finalize, NULL);
+        if (m != NULL)
+            atomic_store(&m->ready, 0);
+    }
+    pthread_mutex_unlock(&loaded_lock);
+}
+
+int p11_process_exiting(void)
+{
+    return atomic_load(&exiting);
+}
+
+static void remember_loaded(p11_module *m, int add)
+{
+    static int registered;
+
+    pthread_mutex_lock(&loaded_lock);
+    for (size_t i = 0; i < sizeof(loaded) / sizeof(loaded[0]); i++) {
+        if (add && loaded[i] == NULL) {
+            loaded[i] = m;
+            break;
+        }
+        if (!add && loaded[i] == m)
+            loaded[i] = NULL;
+    }
+    if (add && !registered) {
+        registered = 1;
+        atexit(at_exit);
+    }
+    pthread_mutex_unlock(&loaded_lock);
+}
+
+static void on_fork_child(void)
+{
+    atomic_fetch_add(&fork_gen, 1);
+}
+
+static void process_init(void)
+{
+    const char *d = getenv("HSMPROV_DEBUG");
+
+    p11_debug_enabled = d != NULL && *d != '\0' && strcmp(d, "0") != 0;
+    pthread_atfork(NULL, NULL, on_fork_child);
+}
+
+unsigned p11_fork_generation(void)
+{
+    return atomic_load(&fork_gen);
+}
+
+void p11_debug(const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!p11_debug_enabled)
+        return;
+    va_start(ap, fmt);
+    fputs("hsmprov: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+CK_RV p11_trace(const char *call, CK_RV rv)
+{
+    const char *name = p11_rv_name(rv);
+
+    if (name != NULL)
+        p11_debug("%s -> %s", call, name);
+    else
+        p11_debug("%s -> 0x%lx", call, (unsigned long)rv);
+    return rv;
+}
+
+CK_RV p11_module_load(const char *path, const char *init_args, p11_module **out)
+{
+    CK_C_GetFunctionList get_list;
+    p11_module *m;
+    CK_RV rv;
+
+    pthread_once(&process_once, process_init);
+    *out = NULL;
+    m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return CKR_HOST_MEMORY;
+    pthread_mutex_init(&m->lock, NULL);
+    m->path = strdup(path);
+    m->init_args = init_args != NULL ? strdup(init_args) : NULL;
+    /* RTLD_LOCAL: the module's own symbols (and any OpenSSL it links) must not
+     * resolve ours, nor ours its. */
+    m->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (m->dl == NULL) {
+        rv = p11_fail(P11_RV_MODULE_LOAD, "dlopen", "cannot load PKCS#11 module %s: %s",
+                      path, dlerror());
+        goto err;
+    }
+    get_list = (CK_C_GetFunctionList)dlsym(m->dl, "C_GetFunctionList");
+    if (get_list == NULL) {
+        rv = p11_fail(P11_RV_MODULE_LOAD, "C_GetFunctionList",
+                      "%s is not a PKCS#11 module: it has no C_GetFunctionList", path);
+        goto err;
+    }
+    rv = get_list(&m->fl);
+    if (rv != CKR_OK || m->fl == NULL) {
+        rv = p11_fail(rv != CKR_OK ? rv : CKR_GENERAL_ERROR, "C_GetFunctionList",
+                      "module %s", path);
+        goto err;
+    }
+    if (m->fl->version.major != 2) {
+        rv = p11_fail(P11_RV_MODULE_LOAD, "C_GetFunctionList",
+                      "module %s offers an unsupported Cryptoki version %u.%u", path,
+                      m->fl->version.major, m->fl->version.minor);
+        goto err;
+    }
+    p11_debug("loaded %s", path);
+    remember_loaded(m, 1);
+    *out = m;
+    return CKR_OK;
+err:
+    p11_module_free(m);
+    return rv;
+}
+
+/* Called with m->lock held. */
+static CK_RV initialise(p11_module *m, int after_fork)
+{
+    CK_C_INITIALIZE_ARGS args = {0};
+    CK_RV rv;
+
+    args.flags = CKF_OS_LOCKING_OK;
+    args.pReserved = m->init_args;
+    rv = P11_CALL(m, C_Initialize, &args);
+    m->can_lock = 1;
+    if (rv == CKR_CANT_LOCK) {
+        /* The module cannot lock for us: initialise it without threading
+         * support and let the pool serialise everything (pool size 1). */
+        args.flags = 0;
+        rv = P11_CALL(m, C_Initialize, &args);
+        m->can_lock = 0;
+    }
+    if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+        if (after_fork && m->owns_init) {
+            /* The child inherited the parent's initialised module state: start
+             * it afresh, the parent's sessions are not ours to use. */
+            P11_CALL(m, C_Finalize, NULL);
+            rv = P11_CALL(m, C_Initialize, &args);
+        } else {
+            /* Someone else in this process initialised it: share it, and
+             * leave finalising to them. */
+            m->owns_init = 0;
+            rv = CKR_OK;
+            goto info;
+        }
+    }
+    if (rv != CKR_OK)
+        return p11_fail(rv, "C_Initialize", "module %s", m->path);
+    m->owns_init = 1;
+info:
+    rv = P11_CALL(m, C_GetInfo, &m->info);
+    if (rv != CKR_OK)
+        return p11_fail(rv, "C_GetInfo", "module %s", m->path);
+    return CKR_OK;
+}
+
+CK_RV p11_module_ready(p11_module *m)
+{
+    unsigned fg = atomic_load(&fork_gen);
+    CK_RV rv = CKR_OK;
+
+    if (atomic_load_explicit(&m->ready, memory_order_acquire) &&
+        atomic_load(&m->ready_fork_gen) == fg)
+        return CKR_OK;
+
+    pthread_mutex_lock(&m->lock);
+    if (!atomic_load(&m->ready) || atomic_load(&m->ready_fork_gen) != fg) {
+        int after_fork = atomic_load(&m->ready) && atomic_load(&m->ready_fork_gen) != fg;
+
+        rv = initialise(m, after_fork);
+        if (rv == CKR_OK) {
+            /* Every session and object handle from before is now dead. */
+            atomic_fetch_add(&m->gen, 1);
+            p11_tokens_forget_sessions(m);
+            atomic_store(&m->ready_fork_gen, fg);
+            atomic_store_explicit(&m->ready, 1, memory_order_release);
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    return rv;
+}
+
+void p11_module_free(p11_module *m)
+{
+    if (m == NULL)
+        return;
+    remember_loaded(m, 0);
+    if (atomic_load(&exiting)) {
+        /* Finalised by at_exit(); the module's code may already be torn
+         * down, so neither sessions nor dlclose. */
+        m->fl = NULL;
+        p11_tokens_free(m);
+    } else {
+        p11_tokens_free(m);
+        if (m->fl != NULL && m->owns_init && atomic_load(&m->ready) &&
+            atomic_load(&m->ready_fork_gen) == atomic_load(&fork_gen))
+            P11_CALL(m, C_Finalize, NULL);
+        if (m->dl != NULL)
+            dlclose(m->dl);
+    }
+    pthread_mutex_destroy(&m->lock);
+    free(m->path);
+    free(m->init_args);
+    free(m);
+}

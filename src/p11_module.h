@@ -1,0 +1,63 @@
+/* A PKCS#11 module: dlopen, C_GetFunctionList, C_Initialize, fork, tracing.
+ *
+ * Every C_* call in hsmprov goes through P11_CALL, which is where calls are
+ * traced (HSMPROV_DEBUG=1) and where a fault-injection module would be seen. */
+#ifndef P11_MODULE_H
+#define P11_MODULE_H
+
+#include "p11_pkcs11.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+typedef struct p11_token p11_token;
+
+typedef struct p11_module {
+    char *path;
+    void *dl;
+    CK_FUNCTION_LIST *fl;
+    char *init_args; /* pReserved for C_Initialize, e.g. NSS-style module args */
+
+    pthread_mutex_t lock; /* guards (re)initialisation and the token list */
+    /* Generation of the module's state: bumped at each C_Initialize we make
+     * (first use, after fork, after token loss). Session and object handles
+     * remember the generation they belong to; older ones are dead. */
+    atomic_uint gen;
+    atomic_uint ready_fork_gen; /* fork generation the current state belongs to */
+    atomic_int ready;
+    int owns_init; /* we called C_Initialize successfully, so we finalise */
+    int can_lock;  /* module accepted CKF_OS_LOCKING_OK */
+    CK_INFO info;
+    p11_token *tokens;
+
+    /* Set by the provider before first use. */
+    unsigned pool_size;       /* 0: online CPUs, capped by the token's max sessions */
+    unsigned pool_timeout_ms; /* 0: wait for a free session without limit */
+} p11_module;
+
+/* Loads the module (no C_Initialize yet: that happens at first use, so that a
+ * module which itself uses OpenSSL is not initialised while OpenSSL is still
+ * loading its configuration). */
+CK_RV p11_module_load(const char *path, const char *init_args, p11_module **out);
+/* Makes sure the module is initialised in this process; after fork() the first
+ * caller in the child re-initialises it (others wait). Cheap when ready. */
+CK_RV p11_module_ready(p11_module *m);
+/* Finalises (if we initialised it) and unloads. */
+void p11_module_free(p11_module *m);
+
+/* Set once exit() has begun: modules are finalised and must not be called. */
+int p11_process_exiting(void);
+
+/* Incremented in the child at every fork(). */
+unsigned p11_fork_generation(void);
+
+/* Tracing of every PKCS#11 call. */
+extern int p11_debug_enabled;
+CK_RV p11_trace(const char *call, CK_RV rv);
+void p11_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#define P11_CALL(m, fn, ...)                                                             \
+    (p11_debug_enabled ? p11_trace(#fn, (m)->fl->fn(__VA_ARGS__))                        \
+                       : (m)->fl->fn(__VA_ARGS__))
+
+#endif

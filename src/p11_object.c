@@ -1,0 +1,366 @@
+#include "p11_object.h"
+
+#include "p11_failure.h"
+#include "p11_names.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Runs a lease-holding step once more after the session or the login was
+ * lost. Returns non-zero when a retry makes sense. */
+static int recover(p11_token *t, p11_lease *l, CK_RV rv, int *tries)
+{
+    if ((*tries)++ > 1)
+        return 0;
+    if (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED) {
+        p11_lease_discard(l);
+        return 1;
+    }
+    if (rv == CKR_USER_NOT_LOGGED_IN) {
+        p11_lease_release(l);
+        return p11_token_relogin(t) == CKR_OK;
+    }
+    return 0;
+}
+
+CK_RV p11_find_objects(p11_token *t, const CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                       CK_OBJECT_HANDLE **out, CK_ULONG *count)
+{
+    p11_module *m = t->m;
+    CK_OBJECT_HANDLE *v = NULL;
+    CK_ULONG have = 0, cap = 0;
+    int tries = 0;
+    CK_RV rv;
+
+    *out = NULL;
+    *count = 0;
+retry : {
+    p11_lease l = P11_LEASE_INIT;
+
+    rv = p11_lease_acquire(t->pool, &l);
+    if (rv != CKR_OK)
+        return rv;
+    rv = P11_CALL(m, C_FindObjectsInit, l.h, (CK_ATTRIBUTE *)tmpl, n);
+    if (rv != CKR_OK) {
+        if (recover(t, &l, rv, &tries))
+            goto retry;
+        p11_lease_release(&l);
+        return p11_fail(rv, "C_FindObjectsInit", "token \"%s\"", t->label);
+    }
+    have = 0;
+    for (;;) {
+        CK_ULONG got = 0;
+
+        if (have == cap) {
+            CK_OBJECT_HANDLE *nv;
+
+            cap = cap ? cap * 2 : 16;
+            nv = realloc(v, cap * sizeof(*v));
+            if (nv == NULL) {
+                rv = CKR_HOST_MEMORY;
+                break;
+            }
+            v = nv;
+        }
+        rv = P11_CALL(m, C_FindObjects, l.h, v + have, cap - have, &got);
+        if (rv != CKR_OK || got == 0)
+            break;
+        have += got;
+    }
+    /* Ends the search whatever happened, so the session is clean. */
+    P11_CALL(m, C_FindObjectsFinal, l.h);
+    p11_lease_release(&l);
+}
+    if (rv != CKR_OK) {
+        free(v);
+        return p11_fail(rv, "C_FindObjects", "token \"%s\"", t->label);
+    }
+    *out = v;
+    *count = have;
+    return CKR_OK;
+}
+
+CK_RV p11_read_attr(p11_token *t, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type,
+                    unsigned char **val, CK_ULONG *len)
+{
+    p11_lease l = P11_LEASE_INIT;
+    CK_ATTRIBUTE a = {type, NULL, 0};
+    int tries = 0;
+    CK_RV rv;
+
+    *val = NULL;
+    *len = 0;
+retry:
+    rv = p11_lease_acquire(t->pool, &l);
+    if (rv != CKR_OK)
+        return rv;
+    a.pValue = NULL;
+    rv = P11_CALL(t->m, C_GetAttributeValue, l.h, o, &a, 1);
+    if (rv == CKR_OK && a.ulValueLen != CK_UNAVAILABLE_INFORMATION) {
+        a.pValue = malloc(a.ulValueLen + 1);
+        if (a.pValue == NULL)
+            rv = CKR_HOST_MEMORY;
+        else
+            rv = P11_CALL(t->m, C_GetAttributeValue, l.h, o, &a, 1);
+    } else if (rv == CKR_OK) {
+        rv = CKR_ATTRIBUTE_TYPE_INVALID;
+    }
+    if (rv != CKR_OK && recover(t, &l, rv, &tries)) {
+        free(a.pValue);
+        goto retry;
+    }
+    p11_lease_release(&l);
+    if (rv != CKR_OK) {
+        free(a.pValue);
+        return rv;
+    }
+    ((unsigned char *)a.pValue)[a.ulValueLen] = '\0';
+    *val = a.pValue;
+    *len = a.ulValueLen;
+    return CKR_OK;
+}
+
+CK_RV p11_read_ulong(p11_token *t, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type,
+                     CK_ULONG *val)
+{
+    unsigned char *v;
+    CK_ULONG len;
+    CK_RV rv = p11_read_attr(t, o, type, &v, &len);
+
+    if (rv != CKR_OK)
+        return rv;
+    if (len != sizeof(CK_ULONG)) {
+        free(v);
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    }
+    memcpy(val, v, sizeof(*val));
+    free(v);
+    return CKR_OK;
+}
+
+/* "pkcs11:token=...;object=...;id=%..;type=..." for messages. */
+static char *key_name(const p11_key *k)
+{
+    size_t cap =
+        96 + strlen(k->tok->label) + (k->label ? strlen(k->label) : 0) + 3 * k->id_len;
+    char *s = malloc(cap), *p;
+
+    if (s == NULL)
+        return NULL;
+    p = s + snprintf(s, cap, "pkcs11:token=%s", k->tok->label);
+    if (k->label != NULL && *k->label != '\0')
+        p += snprintf(p, cap - (p - s), ";object=%s", k->label);
+    if (k->id_len > 0) {
+        p += snprintf(p, cap - (p - s), ";id=");
+        for (CK_ULONG i = 0; i < k->id_len; i++)
+            p += snprintf(p, cap - (p - s), "%%%02x", k->id[i]);
+    }
+    snprintf(p, cap - (p - s), ";type=%s",
+             k->cls == CKO_PRIVATE_KEY ? "private" : "public");
+    return s;
+}
+
+/* The public object belonging to a private key: same CKA_ID and key type. */
+static CK_OBJECT_HANDLE find_public(p11_key *k)
+{
+    CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
+    CK_ATTRIBUTE tmpl[3] = {
+        {CKA_CLASS, &cls, sizeof(cls)},
+        {CKA_KEY_TYPE, &k->type, sizeof(k->type)},
+        {CKA_ID, k->id, k->id_len},
+    };
+    CK_OBJECT_HANDLE *v, h = CK_INVALID_HANDLE;
+    CK_ULONG n;
+
+    if (k->id_len == 0)
+        return CK_INVALID_HANDLE;
+    if (p11_find_objects(k->tok, tmpl, 3, &v, &n) != CKR_OK)
+        return CK_INVALID_HANDLE;
+    if (n > 0)
+        h = v[0];
+    free(v);
+    return h;
+}
+
+static CK_ULONG bit_length(const unsigned char *be, CK_ULONG len)
+{
+    CK_ULONG i = 0;
+    unsigned char top;
+    CK_ULONG bits;
+
+    while (i < len && be[i] == 0)
+        i++;
+    if (i == len)
+        return 0;
+    top = be[i];
+    bits = (len - i - 1) * 8;
+    while (top) {
+        bits++;
+        top >>= 1;
+    }
+    return bits;
+}
+
+static CK_RV read_public_parts(p11_key *k)
+{
+    CK_OBJECT_HANDLE src;
+
+    if (k->type == CKK_RSA) {
+        /* RSA private objects carry the modulus and public exponent too. */
+        src = k->pub != CK_INVALID_HANDLE ? k->pub : k->priv;
+        if (p11_read_attr(k->tok, src, CKA_MODULUS, &k->modulus, &k->modulus_len) !=
+                CKR_OK ||
+            p11_read_attr(k->tok, src, CKA_PUBLIC_EXPONENT, &k->exponent,
+                          &k->exponent_len) != CKR_OK) {
+            if (src == k->pub || p11_read_attr(k->tok, k->priv, CKA_MODULUS, &k->modulus,
+                                               &k->modulus_len) != CKR_OK)
+                return p11_fail(CKR_ATTRIBUTE_TYPE_INVALID, "C_GetAttributeValue",
+                                "CKA_MODULUS of %s", k->name);
+        }
+        k->bits = bit_length(k->modulus, k->modulus_len);
+        return CKR_OK;
+    }
+    if (k->type == CKK_EC || k->type == CKK_EC_EDWARDS) {
+        src = k->pub != CK_INVALID_HANDLE ? k->pub : k->priv;
+        if (p11_read_attr(k->tok, src, CKA_EC_PARAMS, &k->ec_params, &k->ec_params_len) !=
+            CKR_OK)
+            return p11_fail(CKR_ATTRIBUTE_TYPE_INVALID, "C_GetAttributeValue",
+                            "CKA_EC_PARAMS of %s", k->name);
+        /* The point lives on the public object only; without one the key can
+         * still sign, and the provider may find the point in a certificate. */
+        if (k->pub != CK_INVALID_HANDLE)
+            p11_read_attr(k->tok, k->pub, CKA_EC_POINT, &k->ec_point, &k->ec_point_len);
+        return CKR_OK;
+    }
+    return p11_fail(CKR_KEY_TYPE_INCONSISTENT, "C_GetAttributeValue",
+                    "%s has key type 0x%lx, which hsmprov does not handle", k->name,
+                    (unsigned long)k->type);
+}
+
+CK_RV p11_key_load(p11_token *t, CK_OBJECT_HANDLE o, p11_key **out)
+{
+    p11_key *k = calloc(1, sizeof(*k));
+    CK_ULONG len;
+    CK_RV rv;
+
+    *out = NULL;
+    if (k == NULL)
+        return CKR_HOST_MEMORY;
+    atomic_init(&k->refs, 1);
+    pthread_mutex_init(&k->refind_lock, NULL);
+    k->tok = t;
+    atomic_init(&k->gen, atomic_load(&t->m->gen));
+    rv = p11_read_ulong(t, o, CKA_CLASS, &k->cls);
+    if (rv == CKR_OK)
+        rv = p11_read_ulong(t, o, CKA_KEY_TYPE, &k->type);
+    if (rv != CKR_OK) {
+        free(k);
+        return p11_fail(rv, "C_GetAttributeValue", "CKA_CLASS/CKA_KEY_TYPE of object %lu",
+                        (unsigned long)o);
+    }
+    p11_read_attr(t, o, CKA_ID, &k->id, &k->id_len);
+    p11_read_attr(t, o, CKA_LABEL, (unsigned char **)&k->label, &len);
+    k->name = key_name(k);
+    if (k->name == NULL) {
+        p11_key_free(k);
+        return CKR_HOST_MEMORY;
+    }
+    if (k->cls == CKO_PRIVATE_KEY) {
+        k->priv = o;
+        k->pub = find_public(k);
+    } else {
+        k->priv = CK_INVALID_HANDLE;
+        k->pub = o;
+    }
+    rv = read_public_parts(k);
+    if (rv != CKR_OK) {
+        p11_key_free(k);
+        return rv;
+    }
+    *out = k;
+    return CKR_OK;
+}
+
+void p11_key_up(p11_key *k)
+{
+    atomic_fetch_add(&k->refs, 1);
+}
+
+void p11_key_free(p11_key *k)
+{
+    if (k == NULL || atomic_fetch_sub(&k->refs, 1) > 1)
+        return;
+    free(k->id);
+    free(k->label);
+    free(k->name);
+    free(k->modulus);
+    free(k->exponent);
+    free(k->ec_params);
+    free(k->ec_point);
+    pthread_mutex_destroy(&k->refind_lock);
+    free(k);
+}
+
+static CK_OBJECT_HANDLE refind(p11_key *k, CK_OBJECT_CLASS cls)
+{
+    CK_ATTRIBUTE tmpl[4] = {
+        {CKA_CLASS, &cls, sizeof(cls)},
+        {CKA_KEY_TYPE, &k->type, sizeof(k->type)},
+        {CKA_ID, k->id, k->id_len},
+        {CKA_LABEL, k->label, k->label ? strlen(k->label) : 0},
+    };
+    CK_OBJECT_HANDLE *v, h = CK_INVALID_HANDLE;
+    CK_ULONG n;
+
+    if (p11_find_objects(k->tok, tmpl, 4, &v, &n) != CKR_OK)
+        return CK_INVALID_HANDLE;
+    if (n > 0)
+        h = v[0];
+    free(v);
+    return h;
+}
+
+static CK_RV refind_both(p11_key *k, unsigned gen);
+
+CK_RV p11_key_current(p11_key *k)
+{
+    p11_module *m = k->tok->m;
+    unsigned gen;
+    CK_RV rv;
+
+    rv = p11_module_ready(m);
+    if (rv != CKR_OK)
+        return rv;
+    gen = atomic_load(&m->gen);
+    if (atomic_load(&k->gen) == gen)
+        return CKR_OK;
+    pthread_mutex_lock(&k->refind_lock);
+    rv = atomic_load(&k->gen) == gen ? CKR_OK : refind_both(k, gen);
+    pthread_mutex_unlock(&k->refind_lock);
+    return rv;
+}
+
+/* Called with refind_lock held. */
+static CK_RV refind_both(p11_key *k, unsigned gen)
+{
+    CK_OBJECT_HANDLE priv, pub;
+    CK_RV rv;
+
+    /* Private objects are invisible until we are logged in again. */
+    if (k->priv != CK_INVALID_HANDLE && p11_token_needs_login(k->tok)) {
+        rv = p11_token_relogin(k->tok);
+        if (rv != CKR_OK)
+            return rv;
+    }
+    priv = k->priv != CK_INVALID_HANDLE ? refind(k, CKO_PRIVATE_KEY) : CK_INVALID_HANDLE;
+    pub = k->pub != CK_INVALID_HANDLE ? refind(k, CKO_PUBLIC_KEY) : CK_INVALID_HANDLE;
+    if ((k->priv != CK_INVALID_HANDLE && priv == CK_INVALID_HANDLE) ||
+        (k->priv == CK_INVALID_HANDLE && pub == CK_INVALID_HANDLE))
+        return p11_fail(CKR_OBJECT_HANDLE_INVALID, "C_FindObjects",
+                        "%s is no longer on the token", k->name);
+    k->priv = priv;
+    k->pub = pub;
+    atomic_store(&k->gen, gen);
+    return CKR_OK;
+}

@@ -1,0 +1,50 @@
+/* Objects on a token: searching, reading attributes, and the key record that
+ * the provider holds for a token key. */
+#ifndef P11_OBJECT_H
+#define P11_OBJECT_H
+
+#include "p11_token.h"
+
+#include <stdatomic.h>
+
+typedef struct p11_key {
+    atomic_int refs;
+    p11_token *tok;
+    CK_OBJECT_CLASS cls; /* CKO_PRIVATE_KEY or CKO_PUBLIC_KEY: what was loaded */
+    CK_KEY_TYPE type;
+    /* Handles of the private and the matching public object (same CKA_ID and
+     * key type); CK_INVALID_HANDLE when absent. Valid in module generation gen:
+     * after fork or re-initialisation they are found again by identity. */
+    _Atomic CK_OBJECT_HANDLE priv, pub;
+    atomic_uint gen;
+    pthread_mutex_t refind_lock; /* one thread finds the objects again */
+    unsigned char *id;
+    CK_ULONG id_len;
+    char *label;
+    char *name; /* pkcs11: URI naming the key, for messages */
+    /* Public parts, read once. */
+    unsigned char *modulus, *exponent, *ec_params, *ec_point;
+    CK_ULONG modulus_len, exponent_len, ec_params_len, ec_point_len;
+    CK_ULONG bits;
+} p11_key;
+
+/* Handles of all objects matching the template (n == 0: all objects). */
+CK_RV p11_find_objects(p11_token *t, const CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                       CK_OBJECT_HANDLE **out, CK_ULONG *count);
+/* One attribute, allocated (NUL-terminated for convenience). CKR_ATTRIBUTE_TYPE_INVALID
+ * or CKR_ATTRIBUTE_SENSITIVE when absent/unreadable; no failure is recorded. */
+CK_RV p11_read_attr(p11_token *t, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type,
+                    unsigned char **val, CK_ULONG *len);
+CK_RV p11_read_ulong(p11_token *t, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type,
+                     CK_ULONG *val);
+
+/* A key record for the object o (a private or public key), with its public
+ * parts; refs starts at 1. */
+CK_RV p11_key_load(p11_token *t, CK_OBJECT_HANDLE o, p11_key **out);
+void p11_key_up(p11_key *k);
+void p11_key_free(p11_key *k);
+/* Makes sure k's handles belong to the module's current generation, finding
+ * the objects again by identity if not. */
+CK_RV p11_key_current(p11_key *k);
+
+#endif

@@ -1,0 +1,351 @@
+#include "p11_token.h"
+
+#include "p11_failure.h"
+#include "p11_names.h"
+
+#include <openssl/crypto.h>
+#include <p11-kit/uri.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void trim_copy(char *dst, const unsigned char *src, size_t n)
+{
+    while (n > 0 && src[n - 1] == ' ')
+        n--;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+static unsigned default_pool_size(const CK_TOKEN_INFO *info)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned n = cpus > 0 ? (unsigned)cpus : 1;
+
+    if (info->ulMaxSessionCount != CK_EFFECTIVELY_INFINITE &&
+        info->ulMaxSessionCount != CK_UNAVAILABLE_INFORMATION &&
+        info->ulMaxSessionCount > 0 && info->ulMaxSessionCount < n)
+        n = (unsigned)info->ulMaxSessionCount;
+    return n;
+}
+
+/* Called with m->lock held. Reuses the token record for a slot whose token is
+ * the same one (label and serial), so pools and login survive a rescan. */
+static p11_token *token_for_slot(p11_module *m, CK_SLOT_ID slot,
+                                 const CK_TOKEN_INFO *info)
+{
+    p11_token *t;
+    unsigned size;
+
+    for (t = m->tokens; t != NULL; t = t->next)
+        if (t->slot == slot && memcmp(t->info.label, info->label, 32) == 0 &&
+            memcmp(t->info.serialNumber, info->serialNumber, 16) == 0) {
+            t->info = *info;
+            return t;
+        }
+    t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    t->m = m;
+    t->slot = slot;
+    t->info = *info;
+    trim_copy(t->label, info->label, 32);
+    trim_copy(t->serial, info->serialNumber, 16);
+    pthread_mutex_init(&t->login_lock, NULL);
+    size = m->pool_size != 0 ? m->pool_size : default_pool_size(info);
+    /* A module that cannot lock gets one session: everything serialised. */
+    if (!m->can_lock)
+        size = 1;
+    t->pool = p11_pool_new(t, size, m->pool_timeout_ms);
+    if (t->pool == NULL) {
+        free(t);
+        return NULL;
+    }
+    t->next = m->tokens;
+    m->tokens = t;
+    p11_debug("token \"%s\" in slot %lu: pool of %u sessions", t->label,
+              (unsigned long)slot, size);
+    return t;
+}
+
+/* Visits every slot with a token; stops when fn returns non-zero. */
+static CK_RV scan(p11_module *m, int (*fn)(void *arg, p11_token *t, CK_SLOT_INFO *si),
+                  void *arg)
+{
+    CK_SLOT_ID *slots = NULL;
+    CK_ULONG n = 0;
+    CK_RV rv;
+
+    rv = p11_module_ready(m);
+    if (rv != CKR_OK)
+        return rv;
+    rv = P11_CALL(m, C_GetSlotList, CK_TRUE, NULL, &n);
+    if (rv != CKR_OK)
+        return p11_fail(rv, "C_GetSlotList", "module %s", m->path);
+    if (n > 0) {
+        slots = calloc(n, sizeof(*slots));
+        if (slots == NULL)
+            return CKR_HOST_MEMORY;
+        rv = P11_CALL(m, C_GetSlotList, CK_TRUE, slots, &n);
+        if (rv != CKR_OK) {
+            free(slots);
+            return p11_fail(rv, "C_GetSlotList", "module %s", m->path);
+        }
+    }
+    for (CK_ULONG i = 0; i < n; i++) {
+        CK_TOKEN_INFO ti;
+        CK_SLOT_INFO si;
+        p11_token *t;
+        int stop;
+
+        if (P11_CALL(m, C_GetSlotInfo, slots[i], &si) != CKR_OK ||
+            P11_CALL(m, C_GetTokenInfo, slots[i], &ti) != CKR_OK)
+            continue; /* token went away meanwhile */
+        pthread_mutex_lock(&m->lock);
+        t = token_for_slot(m, slots[i], &ti);
+        pthread_mutex_unlock(&m->lock);
+        if (t == NULL) {
+            free(slots);
+            return CKR_HOST_MEMORY;
+        }
+        stop = fn(arg, t, &si);
+        if (stop)
+            break;
+    }
+    free(slots);
+    return CKR_OK;
+}
+
+struct find_arg {
+    const p11_uri *uri;
+    p11_token *found;
+};
+
+static int match_one(void *arg, p11_token *t, CK_SLOT_INFO *si)
+{
+    struct find_arg *fa = arg;
+    CK_SLOT_ID want = p11_kit_uri_get_slot_id(fa->uri->kit);
+
+    if (want != (CK_SLOT_ID)-1 && want != t->slot)
+        return 0;
+    if (!p11_uri_matches_token(fa->uri, &t->info, si, &t->m->info))
+        return 0;
+    fa->found = t;
+    return 1;
+}
+
+CK_RV p11_token_find(p11_module *m, const p11_uri *uri, p11_token **out)
+{
+    struct find_arg fa = {uri, NULL};
+    CK_RV rv;
+
+    *out = NULL;
+    rv = scan(m, match_one, &fa);
+    if (rv != CKR_OK)
+        return rv;
+    if (fa.found == NULL)
+        return p11_fail(CKR_TOKEN_NOT_PRESENT, "C_GetTokenInfo",
+                        "no token of module %s matches %s", m->path, uri->shown);
+    *out = fa.found;
+    return CKR_OK;
+}
+
+struct list_arg {
+    p11_token **v;
+    size_t n, cap;
+    int oom;
+};
+
+static int collect(void *arg, p11_token *t, CK_SLOT_INFO *si)
+{
+    struct list_arg *la = arg;
+
+    if (la->n == la->cap) {
+        size_t cap = la->cap ? la->cap * 2 : 4;
+        p11_token **v = realloc(la->v, cap * sizeof(*v));
+
+        if (v == NULL) {
+            la->oom = 1;
+            return 1;
+        }
+        la->v = v;
+        la->cap = cap;
+    }
+    la->v[la->n++] = t;
+    return 0;
+}
+
+CK_RV p11_token_list(p11_module *m, p11_token ***out, size_t *n)
+{
+    struct list_arg la = {0};
+    CK_RV rv = scan(m, collect, &la);
+
+    if (rv == CKR_OK && la.oom)
+        rv = CKR_HOST_MEMORY;
+    if (rv != CKR_OK) {
+        free(la.v);
+        return rv;
+    }
+    *out = la.v;
+    *n = la.n;
+    return CKR_OK;
+}
+
+int p11_token_needs_login(p11_token *t)
+{
+    unsigned gen = atomic_load(&t->m->gen);
+    int needs;
+
+    if (!(t->info.flags & CKF_LOGIN_REQUIRED))
+        return 0;
+    pthread_mutex_lock(&t->login_lock);
+    needs = t->login_gen != gen;
+    pthread_mutex_unlock(&t->login_lock);
+    return needs;
+}
+
+static char *pin_dup(const char *pin, size_t len)
+{
+    char *copy = malloc(len + 1);
+
+    if (copy != NULL) {
+        memcpy(copy, pin, len);
+        copy[len] = '\0';
+    }
+    return copy;
+}
+
+static void pin_replace(char **slot, size_t *slot_len, const char *pin, size_t len)
+{
+    char *copy = pin_dup(pin, len);
+
+    if (copy == NULL)
+        return;
+    if (*slot != NULL)
+        OPENSSL_clear_free(*slot, *slot_len + 1);
+    *slot = copy;
+    *slot_len = len;
+}
+
+static int pin_equal(const char *a, size_t alen, const char *b, size_t blen)
+{
+    return a != NULL && alen == blen && CRYPTO_memcmp(a, b, alen) == 0;
+}
+
+/* Called with login_lock held. */
+static CK_RV do_login(p11_token *t, const char *pin, size_t len)
+{
+    p11_lease l = P11_LEASE_INIT;
+    CK_RV rv;
+
+    if (pin_equal(t->bad_pin, t->bad_pin_len, pin, len))
+        return p11_fail(CKR_PIN_INCORRECT, "C_Login",
+                        "token \"%s\" already rejected this PIN; it is not offered "
+                        "again, so that the token does not lock",
+                        t->label);
+    rv = p11_lease_acquire(t->pool, &l);
+    if (rv != CKR_OK)
+        return rv;
+    rv = P11_CALL(t->m, C_Login, l.h, CKU_USER, (CK_UTF8CHAR *)pin, (CK_ULONG)len);
+    p11_lease_release(&l);
+    if (rv == CKR_USER_ALREADY_LOGGED_IN)
+        rv = CKR_OK;
+    if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED || rv == CKR_PIN_LEN_RANGE)
+        pin_replace(&t->bad_pin, &t->bad_pin_len, pin, len);
+    if (rv != CKR_OK)
+        return p11_fail(rv, "C_Login", "token \"%s\"", t->label);
+    t->login_gen = atomic_load(&t->m->gen);
+    return CKR_OK;
+}
+
+CK_RV p11_token_login(p11_token *t, const char *pin, size_t len)
+{
+    CK_RV rv = CKR_OK;
+
+    pthread_mutex_lock(&t->login_lock);
+    if (t->login_gen != atomic_load(&t->m->gen) ||
+        !pin_equal(t->pin, t->pin_len, pin, len)) {
+        rv = do_login(t, pin, len);
+        if (rv == CKR_OK && !pin_equal(t->pin, t->pin_len, pin, len))
+            pin_replace(&t->pin, &t->pin_len, pin, len);
+    }
+    pthread_mutex_unlock(&t->login_lock);
+    return rv;
+}
+
+CK_RV p11_token_relogin(p11_token *t)
+{
+    CK_RV rv;
+
+    pthread_mutex_lock(&t->login_lock);
+    if (t->pin == NULL)
+        rv = p11_fail(CKR_USER_NOT_LOGGED_IN, "C_Login",
+                      "token \"%s\" forgot the login and no PIN is known to log in "
+                      "again",
+                      t->label);
+    else
+        rv = do_login(t, t->pin, t->pin_len);
+    pthread_mutex_unlock(&t->login_lock);
+    return rv;
+}
+
+CK_RV p11_token_check_mech(p11_token *t, CK_MECHANISM_TYPE mech)
+{
+    const char *name;
+
+    pthread_mutex_lock(&t->login_lock);
+    if (t->mechs == NULL) {
+        CK_ULONG n = 0;
+        CK_MECHANISM_TYPE *v;
+
+        if (P11_CALL(t->m, C_GetMechanismList, t->slot, NULL, &n) == CKR_OK &&
+            (v = calloc(n + 1, sizeof(*v))) != NULL) {
+            if (P11_CALL(t->m, C_GetMechanismList, t->slot, v, &n) == CKR_OK) {
+                t->mechs = v;
+                t->n_mechs = n;
+            } else {
+                free(v);
+            }
+        }
+    }
+    pthread_mutex_unlock(&t->login_lock);
+    if (t->mechs == NULL)
+        return CKR_OK; /* cannot tell: let the operation itself answer */
+    for (CK_ULONG i = 0; i < t->n_mechs; i++)
+        if (t->mechs[i] == mech)
+            return CKR_OK;
+    name = p11_mech_name(mech);
+    if (name != NULL)
+        return p11_fail(CKR_MECHANISM_INVALID, "C_GetMechanismList",
+                        "token \"%s\" does not offer %s", t->label, name);
+    return p11_fail(CKR_MECHANISM_INVALID, "C_GetMechanismList",
+                    "token \"%s\" does not offer mechanism 0x%lx", t->label,
+                    (unsigned long)mech);
+}
+
+void p11_tokens_forget_sessions(p11_module *m)
+{
+    for (p11_token *t = m->tokens; t != NULL; t = t->next) {
+        p11_pool_reset(t->pool);
+        pthread_mutex_init(&t->login_lock, NULL);
+        t->login_gen = 0;
+    }
+}
+
+void p11_tokens_free(p11_module *m)
+{
+    p11_token *t = m->tokens, *next;
+
+    for (; t != NULL; t = next) {
+        next = t->next;
+        p11_pool_free(t->pool);
+        if (t->pin != NULL)
+            OPENSSL_clear_free(t->pin, t->pin_len + 1);
+        if (t->bad_pin != NULL)
+            OPENSSL_clear_free(t->bad_pin, t->bad_pin_len + 1);
+        free(t->mechs);
+        pthread_mutex_destroy(&t->login_lock);
+        free(t);
+    }
+    m->tokens = NULL;
+}

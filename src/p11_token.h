@@ -1,0 +1,57 @@
+/* Tokens: finding them by URI, their session pool, login and mechanisms. */
+#ifndef P11_TOKEN_H
+#define P11_TOKEN_H
+
+#include "p11_lease.h"
+#include "p11_module.h"
+#include "p11_uri.h"
+
+#include <pthread.h>
+
+struct p11_token {
+    p11_module *m;
+    CK_SLOT_ID slot;
+    char label[33]; /* trimmed, NUL-terminated, for messages */
+    char serial[17];
+    CK_TOKEN_INFO info;
+    p11_pool *pool;
+
+    pthread_mutex_t login_lock; /* serialises C_Login; never held across a lease wait */
+    unsigned login_gen;         /* module generation we are logged in for; 0: not */
+    /* The PIN that last worked, kept to log in again after the token forgot
+     * (session loss, fork). Wiped when the token is freed. */
+    char *pin;
+    size_t pin_len;
+    /* A PIN the token rejected: the same PIN is never offered again (repeats
+     * lock tokens). Wiped when the token is freed. */
+    char *bad_pin;
+    size_t bad_pin_len;
+
+    CK_MECHANISM_TYPE *mechs;
+    CK_ULONG n_mechs;
+    p11_token *next;
+};
+
+/* The first token matching the URI's token/slot/module attributes. */
+CK_RV p11_token_find(p11_module *m, const p11_uri *uri, p11_token **out);
+/* All tokens present now (for listing); *n set to their count. */
+CK_RV p11_token_list(p11_module *m, p11_token ***out, size_t *n);
+
+/* Whether the token wants a C_Login before its private objects can be used. */
+int p11_token_needs_login(p11_token *t);
+/* C_Login as the user with this PIN (CKR_USER_ALREADY_LOGGED_IN is success).
+ * A PIN the token rejected is remembered and refused without calling
+ * C_Login again. */
+CK_RV p11_token_login(p11_token *t, const char *pin, size_t pin_len);
+/* After the token forgot our login: log in again with the PIN that worked. */
+CK_RV p11_token_relogin(p11_token *t);
+
+/* CKR_OK when the token lists the mechanism; else CKR_MECHANISM_INVALID with a
+ * failure text naming it. */
+CK_RV p11_token_check_mech(p11_token *t, CK_MECHANISM_TYPE mech);
+
+/* Used by p11_module on re-initialisation and teardown. */
+void p11_tokens_forget_sessions(p11_module *m);
+void p11_tokens_free(p11_module *m);
+
+#endif
