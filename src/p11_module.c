@@ -5,6 +5,8 @@
 #include "p11_token.h"
 
 #include <dlfcn.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,6 +98,17 @@ void p11_debug(const char *fmt, ...)
     va_end(ap);
 }
 
+void p11_err_mark(void)
+{
+    ERR_set_mark();
+}
+
+CK_RV p11_err_pop(CK_RV rv)
+{
+    ERR_pop_to_mark();
+    return rv;
+}
+
 CK_RV p11_trace(const char *call, CK_RV rv)
 {
     const char *name = p11_rv_name(rv);
@@ -157,7 +170,7 @@ err:
 }
 
 /* Called with m->lock held. */
-static CK_RV initialise(p11_module *m, int after_fork)
+static CK_RV initialise_here(p11_module *m, int after_fork)
 {
     CK_C_INITIALIZE_ARGS args = {0};
     CK_RV rv;
@@ -195,6 +208,44 @@ info:
     if (rv != CKR_OK)
         return p11_fail(rv, "C_GetInfo", "module %s", m->path);
     return CKR_OK;
+}
+
+struct init_job {
+    p11_module *m;
+    int after_fork;
+    CK_RV rv;
+    p11_failure failure;
+};
+
+static void *init_thread(void *arg)
+{
+    struct init_job *job = arg;
+    const p11_failure *f;
+
+    job->rv = initialise_here(job->m, job->after_fork);
+    f = p11_last_failure();
+    if (f != NULL)
+        job->failure = *f;
+    /* This thread's OpenSSL error queue dies with it. */
+    OPENSSL_thread_stop();
+    return NULL;
+}
+
+/* C_Initialize runs on a short-lived thread of its own: a module that uses
+ * OpenSSL (SoftHSM2) queues OpenSSL errors while it starts, inside marks of
+ * its own that a mark of ours cannot see past; that thread's error queue
+ * dies with it, so the caller's queue stays as it was. */
+static CK_RV initialise(p11_module *m, int after_fork)
+{
+    struct init_job job = {m, after_fork, CKR_GENERAL_ERROR, {0}};
+    pthread_t th;
+
+    if (pthread_create(&th, NULL, init_thread, &job) != 0)
+        return initialise_here(m, after_fork);
+    pthread_join(th, NULL);
+    if (job.rv != CKR_OK && job.failure.call != NULL)
+        p11_fail(job.failure.rv, job.failure.call, "%s", job.failure.what);
+    return job.rv;
 }
 
 CK_RV p11_module_ready(p11_module *m)
