@@ -70,6 +70,10 @@ static const OSSL_ALGORITHM *hp_query(void *provctx, int op, int *no_cache)
         return store_algs;
     case OSSL_OP_ENCODER:
         return encoder_algs;
+    case OSSL_OP_CIPHER:
+        return hp_cipher_algs;
+    case OSSL_OP_ASYM_CIPHER:
+        return hp_asym_cipher_algs;
     }
     return NULL;
 }

@@ -80,6 +80,10 @@ size_t hp_key_size(const hp_key *k); /* signature size */
 /* The key's public half as a default-provider EVP_PKEY in pctx->libctx. */
 EVP_PKEY *hp_key_public_pkey(const hp_key *k);
 
+/* Algorithm tables of hp_cipher.c and hp_asym_cipher.c. */
+extern const OSSL_ALGORITHM hp_cipher_algs[];
+extern const OSSL_ALGORITHM hp_asym_cipher_algs[];
+
 /* Dispatch tables. */
 extern const OSSL_DISPATCH hp_rsa_keymgmt_functions[];
 extern const OSSL_DISPATCH hp_rsapss_keymgmt_functions[];

@@ -111,13 +111,59 @@ CK_RV p11_err_pop(CK_RV rv)
 
 CK_RV p11_trace(const char *call, CK_RV rv)
 {
-    const char *name = p11_rv_name(rv);
+    const char *name;
 
+    if (!p11_debug_enabled)
+        return rv;
+    name = p11_rv_name(rv);
     if (name != NULL)
         p11_debug("%s -> %s", call, name);
     else
         p11_debug("%s -> 0x%lx", call, (unsigned long)rv);
     return rv;
+}
+
+/* The PKCS#11 3.0 interface, which p11-kit's 2.40 header does not declare:
+ * the 3.0 function list is the 2.40 one followed by these. */
+typedef struct {
+    CK_UTF8CHAR *name;
+    void *functions;
+    CK_FLAGS flags;
+} p11_interface30;
+
+struct p11_function_list30 {
+    CK_FUNCTION_LIST v2;
+    void (*get_interface_list)(void);
+    void (*get_interface)(void);
+    void (*login_user)(void);
+    CK_RV (*session_cancel)(CK_SESSION_HANDLE, CK_FLAGS);
+};
+
+typedef CK_RV (*get_interface_fn)(CK_UTF8CHAR *, CK_VERSION *, p11_interface30 **,
+                                  CK_FLAGS);
+
+static void find_session_cancel(p11_module *m)
+{
+    get_interface_fn get = (get_interface_fn)dlsym(m->dl, "C_GetInterface");
+    CK_VERSION v30 = {3, 0};
+    p11_interface30 *iface = NULL;
+    struct p11_function_list30 *fl;
+
+    if (get == NULL || get((CK_UTF8CHAR *)"PKCS 11", &v30, &iface, 0) != CKR_OK ||
+        iface == NULL || iface->functions == NULL)
+        return;
+    fl = iface->functions;
+    if (fl->v2.version.major >= 3)
+        m->session_cancel = fl->session_cancel;
+}
+
+CK_RV p11_session_cancel(p11_module *m, CK_SESSION_HANDLE h, int kind)
+{
+    static const CK_FLAGS flags[] = {CKF_SIGN, CKF_VERIFY, CKF_ENCRYPT, CKF_DECRYPT};
+
+    if (m->session_cancel == NULL || kind < 0 || kind > 3)
+        return CKR_FUNCTION_NOT_SUPPORTED;
+    return p11_trace("C_SessionCancel", m->session_cancel(h, flags[kind]));
 }
 
 CK_RV p11_module_load(const char *path, const char *init_args, p11_module **out)
@@ -160,7 +206,8 @@ CK_RV p11_module_load(const char *path, const char *init_args, p11_module **out)
                       m->fl->version.major, m->fl->version.minor);
         goto err;
     }
-    p11_debug("loaded %s", path);
+    find_session_cancel(m);
+    p11_debug("loaded %s%s", path, m->session_cancel ? " (has C_SessionCancel)" : "");
     remember_loaded(m, 1);
     *out = m;
     return CKR_OK;

@@ -29,6 +29,8 @@ typedef struct p11_module {
     int can_lock;  /* module accepted CKF_OS_LOCKING_OK */
     CK_INFO info;
     p11_token *tokens;
+    /* PKCS#11 3.0 C_SessionCancel, when the module offers it (C_GetInterface). */
+    CK_RV (*session_cancel)(CK_SESSION_HANDLE, CK_FLAGS);
 
     /* Set by the provider before first use. */
     unsigned pool_size;       /* 0: online CPUs, capped by the token's max sessions */
@@ -44,6 +46,10 @@ CK_RV p11_module_load(const char *path, const char *init_args, p11_module **out)
 CK_RV p11_module_ready(p11_module *m);
 /* Finalises (if we initialised it) and unloads. */
 void p11_module_free(p11_module *m);
+
+/* C_SessionCancel of the operation kind running on h (a p11_op_kind);
+ * CKR_FUNCTION_NOT_SUPPORTED when the module has none. */
+CK_RV p11_session_cancel(p11_module *m, CK_SESSION_HANDLE h, int kind);
 
 /* Set once exit() has begun: modules are finalised and must not be called. */
 int p11_process_exiting(void);

@@ -52,6 +52,7 @@ static p11_token *token_for_slot(p11_module *m, CK_SLOT_ID slot,
     trim_copy(t->label, info->label, 32);
     trim_copy(t->serial, info->serialNumber, 16);
     pthread_mutex_init(&t->login_lock, NULL);
+    pthread_mutex_init(&t->obj_lock, NULL);
     size = m->pool_size != 0 ? m->pool_size : default_pool_size(info);
     /* A module that cannot lock gets one session: everything serialised. */
     if (!m->can_lock)
@@ -323,12 +324,83 @@ CK_RV p11_token_check_mech(p11_token *t, CK_MECHANISM_TYPE mech)
                     (unsigned long)mech);
 }
 
+/* Called with obj_lock held. */
+static CK_RV object_session(p11_token *t, unsigned *gen)
+{
+    unsigned g = atomic_load(&t->m->gen);
+    CK_RV rv;
+
+    if (t->obj_session_gen != g) {
+        rv = P11_CALL(t->m, C_OpenSession, t->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
+                      NULL, NULL, &t->obj_session);
+        if (rv != CKR_OK)
+            return p11_fail(rv, "C_OpenSession", "token \"%s\" (object session)",
+                            t->label);
+        t->obj_session_gen = g;
+    }
+    *gen = g;
+    return CKR_OK;
+}
+
+static CK_RV make_object(p11_token *t, CK_OBJECT_HANDLE src, CK_ATTRIBUTE *tmpl,
+                         CK_ULONG n, CK_OBJECT_HANDLE *out, unsigned *gen)
+{
+    const char *call = src == CK_INVALID_HANDLE ? "C_CreateObject" : "C_CopyObject";
+    CK_RV rv;
+
+    rv = p11_module_ready(t->m);
+    if (rv != CKR_OK)
+        return rv;
+    pthread_mutex_lock(&t->obj_lock);
+    for (int tries = 0; tries < 2; tries++) {
+        rv = object_session(t, gen);
+        if (rv != CKR_OK)
+            break;
+        if (src == CK_INVALID_HANDLE)
+            rv = P11_CALL(t->m, C_CreateObject, t->obj_session, tmpl, n, out);
+        else
+            rv = P11_CALL(t->m, C_CopyObject, t->obj_session, src, tmpl, n, out);
+        if (rv != CKR_SESSION_HANDLE_INVALID && rv != CKR_SESSION_CLOSED)
+            break;
+        t->obj_session_gen = 0; /* reopen once */
+    }
+    pthread_mutex_unlock(&t->obj_lock);
+    if (rv != CKR_OK)
+        rv = p11_fail(rv, call, "token \"%s\"", t->label);
+    return rv;
+}
+
+CK_RV p11_token_create_object(p11_token *t, CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                              CK_OBJECT_HANDLE *out, unsigned *gen)
+{
+    return make_object(t, CK_INVALID_HANDLE, tmpl, n, out, gen);
+}
+
+CK_RV p11_token_copy_object(p11_token *t, CK_OBJECT_HANDLE src, CK_ATTRIBUTE *tmpl,
+                            CK_ULONG n, CK_OBJECT_HANDLE *out, unsigned *gen)
+{
+    return make_object(t, src, tmpl, n, out, gen);
+}
+
+void p11_token_destroy_object(p11_token *t, CK_OBJECT_HANDLE o, unsigned gen)
+{
+    if (p11_process_exiting() || t->m->fl == NULL)
+        return;
+    pthread_mutex_lock(&t->obj_lock);
+    if (gen == atomic_load(&t->m->gen) && t->obj_session_gen == gen &&
+        atomic_load(&t->m->ready_fork_gen) == p11_fork_generation())
+        P11_CALL(t->m, C_DestroyObject, t->obj_session, o);
+    pthread_mutex_unlock(&t->obj_lock);
+}
+
 void p11_tokens_forget_sessions(p11_module *m)
 {
     for (p11_token *t = m->tokens; t != NULL; t = t->next) {
         p11_pool_reset(t->pool);
         pthread_mutex_init(&t->login_lock, NULL);
+        pthread_mutex_init(&t->obj_lock, NULL);
         t->login_gen = 0;
+        t->obj_session_gen = 0;
     }
 }
 
@@ -344,6 +416,10 @@ void p11_tokens_free(p11_module *m)
         if (t->bad_pin != NULL)
             OPENSSL_clear_free(t->bad_pin, t->bad_pin_len + 1);
         free(t->mechs);
+        if (t->obj_session_gen != 0 && m->fl != NULL &&
+            t->obj_session_gen == atomic_load(&m->gen) && atomic_load(&m->ready))
+            P11_CALL(m, C_CloseSession, t->obj_session);
+        pthread_mutex_destroy(&t->obj_lock);
         pthread_mutex_destroy(&t->login_lock);
         free(t);
     }

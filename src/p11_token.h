@@ -29,6 +29,14 @@ struct p11_token {
 
     CK_MECHANISM_TYPE *mechs;
     CK_ULONG n_mechs;
+
+    /* Session objects (cipher keys from raw bytes, key copies) are created on
+     * a session of their own, outside the pool: a session object dies with
+     * the session that made it, and pool sessions may be closed at any time.
+     * obj_lock serialises the calls on it (short, single calls). */
+    pthread_mutex_t obj_lock;
+    CK_SESSION_HANDLE obj_session;
+    unsigned obj_session_gen; /* module generation it was opened in; 0: none */
     p11_token *next;
 };
 
@@ -49,6 +57,16 @@ CK_RV p11_token_relogin(p11_token *t);
 /* CKR_OK when the token lists the mechanism; else CKR_MECHANISM_INVALID with a
  * failure text naming it. */
 CK_RV p11_token_check_mech(p11_token *t, CK_MECHANISM_TYPE mech);
+
+/* Session objects on the token's object session. The handle is valid in
+ * the module generation returned in *gen (objects die with fork or
+ * re-initialisation: compare with m->gen before use). */
+CK_RV p11_token_create_object(p11_token *t, CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                              CK_OBJECT_HANDLE *out, unsigned *gen);
+CK_RV p11_token_copy_object(p11_token *t, CK_OBJECT_HANDLE src, CK_ATTRIBUTE *tmpl,
+                            CK_ULONG n, CK_OBJECT_HANDLE *out, unsigned *gen);
+/* Destroys an object made in generation gen (nothing if that is gone). */
+void p11_token_destroy_object(p11_token *t, CK_OBJECT_HANDLE o, unsigned gen);
 
 /* Used by p11_module on re-initialisation and teardown. */
 void p11_tokens_forget_sessions(p11_module *m);

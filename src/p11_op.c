@@ -1,0 +1,283 @@
+#include "p11_op.h"
+
+#include "p11_failure.h"
+#include "p11_names.h"
+
+#include <openssl/crypto.h>
+#include <stdio.h>
+
+static const char *const init_names[] = {"C_SignInit", "C_VerifyInit", "C_EncryptInit",
+                                         "C_DecryptInit"};
+static const char *const update_names[] = {"C_SignUpdate", "C_VerifyUpdate",
+                                           "C_EncryptUpdate", "C_DecryptUpdate"};
+static const char *const final_names[] = {"C_SignFinal", "C_VerifyFinal",
+                                          "C_EncryptFinal", "C_DecryptFinal"};
+static const char *const oneshot_names[] = {"C_Sign", "C_Verify", "C_Encrypt",
+                                            "C_Decrypt"};
+
+/* The operation ended (or never started): give the session back. */
+static void done(p11_op *op)
+{
+    op->active = 0;
+    p11_lease_release(&op->lease);
+}
+
+static CK_RV call_init(p11_op *op, CK_MECHANISM *mech, CK_OBJECT_HANDLE o)
+{
+    p11_module *m = op->tok->m;
+    CK_SESSION_HANDLE h = op->lease.h;
+
+    switch (op->kind) {
+    case P11_SIGN:
+        return P11_CALL(m, C_SignInit, h, mech, o);
+    case P11_VERIFY:
+        return P11_CALL(m, C_VerifyInit, h, mech, o);
+    case P11_ENCRYPT:
+        return P11_CALL(m, C_EncryptInit, h, mech, o);
+    case P11_DECRYPT:
+        return P11_CALL(m, C_DecryptInit, h, mech, o);
+    }
+    return CKR_FUNCTION_NOT_SUPPORTED;
+}
+
+static CK_RV mech_fail(CK_RV rv, const char *call, CK_MECHANISM *mech, const char *name)
+{
+    const char *mn = p11_mech_name(mech->mechanism);
+
+    if (mn != NULL)
+        return p11_fail(rv, call, "%s with %s", name, mn);
+    return p11_fail(rv, call, "%s with mechanism 0x%lx", name,
+                    (unsigned long)mech->mechanism);
+}
+
+CK_RV p11_op_init_obj(p11_op *op, p11_token *t, p11_op_kind kind, CK_MECHANISM *mech,
+                      CK_OBJECT_HANDLE o, const char *name)
+{
+    CK_RV rv;
+
+    /* Re-init: whatever ran on our session is ended first. */
+    if (op->active)
+        p11_op_abort(op);
+    if (op->lease.pool != NULL && op->tok != t)
+        p11_lease_release(&op->lease);
+    op->tok = t;
+    op->kind = kind;
+    for (int tries = 0;; tries++) {
+        if (op->lease.pool == NULL) {
+            rv = p11_lease_acquire(t->pool, &op->lease);
+            if (rv != CKR_OK)
+                return rv;
+        }
+        rv = call_init(op, mech, o);
+        if (rv == CKR_OK) {
+            op->active = 1;
+            return CKR_OK;
+        }
+        if ((rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED) &&
+            tries == 0) {
+            p11_lease_discard(&op->lease);
+            continue;
+        }
+        if (rv == CKR_USER_NOT_LOGGED_IN && tries < 2) {
+            p11_lease_release(&op->lease);
+            if (p11_token_relogin(t) == CKR_OK)
+                continue;
+        }
+        if (rv == CKR_OPERATION_ACTIVE) {
+            /* Never expected: a session with an operation active went back
+             * to the pool. Close it rather than reuse it. */
+            p11_lease_discard(&op->lease);
+        } else {
+            p11_lease_release(&op->lease);
+        }
+        return mech_fail(rv, init_names[kind], mech, name);
+    }
+}
+
+CK_RV p11_op_init(p11_op *op, p11_key *k, p11_op_kind kind, CK_MECHANISM *mech)
+{
+    int priv = kind == P11_SIGN || kind == P11_DECRYPT;
+    CK_OBJECT_HANDLE o;
+    CK_RV rv = p11_key_current(k);
+
+    if (rv != CKR_OK)
+        return rv;
+    o = priv ? k->priv : k->pub;
+    if (o == CK_INVALID_HANDLE)
+        return p11_fail(CKR_KEY_HANDLE_INVALID, init_names[kind],
+                        "%s has no %s key object on the token", k->name,
+                        priv ? "private" : "public");
+    return p11_op_init_obj(op, k->tok, kind, mech, o, k->name);
+}
+
+static CK_RV op_failed(p11_op *op, CK_RV rv, const char *call)
+{
+    /* Any error but CKR_BUFFER_TOO_SMALL ended the operation (PKCS#11 §5.2). */
+    if (rv == CKR_BUFFER_TOO_SMALL)
+        p11_op_abort(op);
+    else if (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED ||
+             rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT)
+        p11_lease_discard(&op->lease), op->active = 0;
+    else
+        done(op);
+    return p11_fail(rv, call, "token \"%s\"", op->tok->label);
+}
+
+CK_RV p11_op_update(p11_op *op, const unsigned char *in, CK_ULONG inlen,
+                    unsigned char *out, CK_ULONG *outlen)
+{
+    p11_module *m;
+    CK_SESSION_HANDLE h;
+    CK_RV rv;
+
+    if (!op->active)
+        return p11_fail(CKR_OPERATION_NOT_INITIALIZED, update_names[op->kind],
+                        "no operation is running on this context");
+    m = op->tok->m;
+    h = op->lease.h;
+    switch (op->kind) {
+    case P11_SIGN:
+        rv = P11_CALL(m, C_SignUpdate, h, (CK_BYTE *)in, inlen);
+        break;
+    case P11_VERIFY:
+        rv = P11_CALL(m, C_VerifyUpdate, h, (CK_BYTE *)in, inlen);
+        break;
+    case P11_ENCRYPT:
+        rv = P11_CALL(m, C_EncryptUpdate, h, (CK_BYTE *)in, inlen, out, outlen);
+        break;
+    case P11_DECRYPT:
+        rv = P11_CALL(m, C_DecryptUpdate, h, (CK_BYTE *)in, inlen, out, outlen);
+        break;
+    default:
+        rv = CKR_FUNCTION_NOT_SUPPORTED;
+    }
+    if (rv != CKR_OK)
+        return op_failed(op, rv, update_names[op->kind]);
+    return CKR_OK;
+}
+
+CK_RV p11_op_final(p11_op *op, unsigned char *out, CK_ULONG *outlen)
+{
+    p11_module *m;
+    CK_SESSION_HANDLE h;
+    CK_RV rv;
+
+    if (!op->active)
+        return p11_fail(CKR_OPERATION_NOT_INITIALIZED, final_names[op->kind],
+                        "no operation is running on this context");
+    m = op->tok->m;
+    h = op->lease.h;
+    switch (op->kind) {
+    case P11_SIGN:
+        rv = P11_CALL(m, C_SignFinal, h, out, outlen);
+        break;
+    case P11_VERIFY:
+        rv = P11_CALL(m, C_VerifyFinal, h, out, *outlen);
+        if (rv == CKR_SIGNATURE_INVALID || rv == CKR_SIGNATURE_LEN_RANGE) {
+            done(op);
+            return rv;
+        }
+        break;
+    case P11_ENCRYPT:
+        rv = P11_CALL(m, C_EncryptFinal, h, out, outlen);
+        break;
+    case P11_DECRYPT:
+        rv = P11_CALL(m, C_DecryptFinal, h, out, outlen);
+        break;
+    default:
+        rv = CKR_FUNCTION_NOT_SUPPORTED;
+    }
+    if (rv != CKR_OK)
+        return op_failed(op, rv, final_names[op->kind]);
+    if (out != NULL || op->kind == P11_VERIFY)
+        done(op); /* a size query (out == NULL) keeps the operation */
+    return CKR_OK;
+}
+
+CK_RV p11_op_oneshot(p11_op *op, const unsigned char *in, CK_ULONG inlen,
+                     unsigned char *out, CK_ULONG *outlen)
+{
+    p11_module *m;
+    CK_SESSION_HANDLE h;
+    CK_RV rv;
+
+    if (!op->active)
+        return p11_fail(CKR_OPERATION_NOT_INITIALIZED, oneshot_names[op->kind],
+                        "no operation is running on this context");
+    m = op->tok->m;
+    h = op->lease.h;
+    switch (op->kind) {
+    case P11_SIGN:
+        rv = P11_CALL(m, C_Sign, h, (CK_BYTE *)in, inlen, out, outlen);
+        break;
+    case P11_VERIFY:
+        rv = P11_CALL(m, C_Verify, h, (CK_BYTE *)in, inlen, out, *outlen);
+        if (rv == CKR_SIGNATURE_INVALID || rv == CKR_SIGNATURE_LEN_RANGE) {
+            done(op);
+            return rv;
+        }
+        break;
+    case P11_ENCRYPT:
+        rv = P11_CALL(m, C_Encrypt, h, (CK_BYTE *)in, inlen, out, outlen);
+        break;
+    case P11_DECRYPT:
+        rv = P11_CALL(m, C_Decrypt, h, (CK_BYTE *)in, inlen, out, outlen);
+        break;
+    default:
+        rv = CKR_FUNCTION_NOT_SUPPORTED;
+    }
+    if (rv != CKR_OK)
+        return op_failed(op, rv, oneshot_names[op->kind]);
+    if (out != NULL || op->kind == P11_VERIFY)
+        done(op);
+    return CKR_OK;
+}
+
+void p11_op_abort(p11_op *op)
+{
+    p11_module *m;
+    CK_SESSION_HANDLE h;
+    unsigned char scratch[1024];
+    CK_ULONG len = sizeof(scratch);
+    CK_RV rv;
+
+    if (op->lease.pool == NULL) {
+        op->active = 0;
+        return;
+    }
+    if (!op->active) {
+        p11_lease_release(&op->lease);
+        return;
+    }
+    m = op->tok->m;
+    h = op->lease.h;
+    rv = p11_session_cancel(m, h, op->kind);
+    if (rv != CKR_OK) {
+        /* No C_SessionCancel: a final call ends the operation, whatever it
+         * answers, unless the scratch buffer is too small. */
+        switch (op->kind) {
+        case P11_SIGN:
+            rv = P11_CALL(m, C_SignFinal, h, scratch, &len);
+            break;
+        case P11_VERIFY:
+            rv = P11_CALL(m, C_VerifyFinal, h, scratch, 1);
+            break;
+        case P11_ENCRYPT:
+            rv = P11_CALL(m, C_EncryptFinal, h, scratch, &len);
+            break;
+        case P11_DECRYPT:
+            rv = P11_CALL(m, C_DecryptFinal, h, scratch, &len);
+            break;
+        }
+        OPENSSL_cleanse(scratch, sizeof(scratch));
+        if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_SESSION_HANDLE_INVALID ||
+            rv == CKR_SESSION_CLOSED || rv == CKR_DEVICE_REMOVED) {
+            /* Still active, or unknowable: the session goes, not back to the
+             * pool. */
+            op->active = 0;
+            p11_lease_discard(&op->lease);
+            return;
+        }
+    }
+    done(op);
+}

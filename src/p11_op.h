@@ -1,0 +1,46 @@
+/* Multi-step token operations that hold their session lease from init to
+ * final (DESIGN §2.3): streaming sign/verify inside the token, and ciphers.
+ *
+ * The p11_op value lives in an OpenSSL context, so the lease belongs to that
+ * context whatever threads call it. p11_op_abort() ends an unfinished
+ * operation (C_SessionCancel where the module has it, otherwise a final call
+ * into a scratch buffer, otherwise closing the session) and returns the lease:
+ * a session never goes back to the pool with an operation active. */
+#ifndef P11_OP_H
+#define P11_OP_H
+
+#include "p11_crypt.h"
+
+typedef struct p11_op {
+    p11_lease lease;
+    p11_token *tok;
+    p11_op_kind kind;
+    int active; /* Init succeeded and no call has ended the operation yet */
+} p11_op;
+
+#define P11_OP_INIT                                                                      \
+    {                                                                                    \
+        P11_LEASE_INIT, NULL, P11_SIGN, 0                                                \
+    }
+
+/* Leases a session (keeps the one held, after aborting what runs on it) and
+ * calls C_<kind>Init with key object o. */
+CK_RV p11_op_init(p11_op *op, p11_key *k, p11_op_kind kind, CK_MECHANISM *mech);
+/* Same with a raw object handle on token t (secret keys made for ciphers). */
+CK_RV p11_op_init_obj(p11_op *op, p11_token *t, p11_op_kind kind, CK_MECHANISM *mech,
+                      CK_OBJECT_HANDLE o, const char *name);
+/* C_<kind>Update. SIGN/VERIFY: out may be NULL. On error the operation has
+ * ended and the lease is released. */
+CK_RV p11_op_update(p11_op *op, const unsigned char *in, CK_ULONG inlen,
+                    unsigned char *out, CK_ULONG *outlen);
+/* C_<kind>Final; releases the lease once the operation has ended.
+ * VERIFY: out/outlen is the signature to check (CKR_SIGNATURE_INVALID when bad).
+ * SIGN/ENCRYPT/DECRYPT: out NULL asks the size, which keeps the operation. */
+CK_RV p11_op_final(p11_op *op, unsigned char *out, CK_ULONG *outlen);
+/* One-shot C_Encrypt/C_Decrypt/C_Sign on an initialised operation. */
+CK_RV p11_op_oneshot(p11_op *op, const unsigned char *in, CK_ULONG inlen,
+                     unsigned char *out, CK_ULONG *outlen);
+/* Ends whatever runs and returns the lease. Safe on an idle op. */
+void p11_op_abort(p11_op *op);
+
+#endif
