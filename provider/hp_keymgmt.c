@@ -38,6 +38,7 @@ static hp_key *key_new(hp_provctx *pctx, int kind)
     if (k != NULL) {
         k->pctx = pctx;
         k->kind = kind;
+        atomic_init(&k->lacks_raw_mech, -1);
     }
     return k;
 }
@@ -183,16 +184,16 @@ err:
 
 static void *km_load(const void *reference, size_t reference_sz)
 {
-    p11_key *pk;
+    void *ref[3];
     hp_key *k;
-    hp_provctx *pctx;
 
-    /* The store passes {p11_key *, hp_provctx *}: see hp_store.c. */
-    if (reference == NULL || reference_sz != 2 * sizeof(void *))
+    /* The store passes {p11_key *, hp_provctx *, public only}: see hp_store.c. */
+    if (reference == NULL || reference_sz != sizeof(ref))
         return NULL;
-    memcpy(&pk, reference, sizeof(pk));
-    memcpy(&pctx, (const char *)reference + sizeof(pk), sizeof(pctx));
-    k = hp_key_from_p11(pctx, pk);
+    memcpy(ref, reference, sizeof(ref));
+    k = hp_key_from_p11(ref[1], ref[0]);
+    if (k != NULL)
+        k->public_only = ref[2] != NULL;
     return k;
 }
 
@@ -203,7 +204,7 @@ static int has_public(const hp_key *k)
 
 static int has_private(const hp_key *k)
 {
-    return k->p11 != NULL && k->p11->priv != CK_INVALID_HANDLE;
+    return k->p11 != NULL && !k->public_only && k->p11->priv != CK_INVALID_HANDLE;
 }
 
 static int km_has(const void *keydata, int selection)

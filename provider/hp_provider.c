@@ -173,6 +173,19 @@ static int parse_uint(hp_provctx *pctx, const char *name, const char *v, unsigne
     return 1;
 }
 
+static int parse_bool(hp_provctx *pctx, const char *name, const char *v, int *out)
+{
+    if (strcmp(v, "yes") == 0 || strcmp(v, "true") == 0 || strcmp(v, "1") == 0) {
+        *out = 1;
+    } else if (strcmp(v, "no") == 0 || strcmp(v, "false") == 0 || strcmp(v, "0") == 0) {
+        *out = 0;
+    } else {
+        hp_raise(pctx, HP_R_BAD_PARAM, "%s = \"%s\": expected yes or no", name, v);
+        return 0;
+    }
+    return 1;
+}
+
 static char *dup_or_null(const char *s)
 {
     return s != NULL && *s != '\0' ? strdup(s) : NULL;
@@ -182,7 +195,7 @@ static int read_config(hp_provctx *pctx, const OSSL_DISPATCH *in)
 {
     OSSL_FUNC_core_get_params_fn *get_params = NULL;
     char *path = NULL, *args = NULL, *pin = NULL, *behavior = NULL;
-    char *pool = NULL, *timeout = NULL;
+    char *pool = NULL, *timeout = NULL, *in_token = NULL;
     const char *env;
     OSSL_PARAM params[] = {
         OSSL_PARAM_utf8_ptr("pkcs11-module-path", &path, 0),
@@ -191,6 +204,7 @@ static int read_config(hp_provctx *pctx, const OSSL_DISPATCH *in)
         OSSL_PARAM_utf8_ptr("pkcs11-module-load-behavior", &behavior, 0),
         OSSL_PARAM_utf8_ptr("pkcs11-pool-size", &pool, 0),
         OSSL_PARAM_utf8_ptr("pkcs11-pool-wait-timeout-ms", &timeout, 0),
+        OSSL_PARAM_utf8_ptr("pkcs11-digest-in-token", &in_token, 0),
         OSSL_PARAM_END,
     };
 
@@ -217,6 +231,9 @@ static int read_config(hp_provctx *pctx, const OSSL_DISPATCH *in)
             return 0;
         }
     }
+    if (in_token != NULL &&
+        !parse_bool(pctx, "pkcs11-digest-in-token", in_token, &pctx->digest_in_token))
+        return 0;
     return pctx->module_path != NULL &&
            parse_uint(pctx, "pkcs11-pool-size", pool, &pctx->pool_size) &&
            parse_uint(pctx, "pkcs11-pool-wait-timeout-ms", timeout,

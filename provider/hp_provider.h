@@ -8,6 +8,7 @@
 #include <openssl/core_dispatch.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 #define HP_NAME "hsmprov"
 #define HP_PROPS "provider=hsmprov"
@@ -27,6 +28,7 @@ typedef struct hp_provctx {
     char *token_pin; /* "file:PATH" or the PIN itself */
     int load_early;
     unsigned pool_size, pool_timeout_ms;
+    int digest_in_token; /* pkcs11-digest-in-token: stream digest-sign in the token */
 
     pthread_mutex_t lock; /* guards lazy module loading */
     p11_module *module;
@@ -42,6 +44,8 @@ typedef struct hp_key {
     size_t n_len, e_len, point_len;
     char group[32]; /* EC named curve, e.g. "prime256v1" */
     int bits;
+    int public_only; /* loaded as a public key: the private object is not used */
+    atomic_int lacks_raw_mech; /* -1: not checked yet; 1: token has only combined ones */
 } hp_key;
 
 enum { HP_KEY_RSA = 1, HP_KEY_RSA_PSS, HP_KEY_EC };

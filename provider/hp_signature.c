@@ -1,13 +1,21 @@
 /* Signatures with token keys: RSA PKCS#1 v1.5, RSA-PSS, ECDSA.
  *
- * Digest-sign hashes on the host (DESIGN §2.9): the message is hashed here in
- * software and the token signs the hash with the raw mechanism (CKM_RSA_PKCS,
- * CKM_RSA_PKCS_PSS, CKM_ECDSA) in one leased call. No lease is held while the
- * application streams data, so duplicating a context is just copying the
- * digest state. */
+ * Digest-sign hashes on the host by default (DESIGN §2.9): the message is
+ * hashed here in software and the token signs the hash with the raw mechanism
+ * (CKM_RSA_PKCS, CKM_RSA_PKCS_PSS, CKM_ECDSA) in one leased call. No lease is
+ * held while the application streams data, so duplicating a context is just
+ * copying the digest state.
+ *
+ * When the token lacks the raw mechanism, or pkcs11-digest-in-token = yes,
+ * the stream runs in the token with the combined mechanism (CKM_SHA256_RSA_PKCS,
+ * ...): the context leases a session at its first update and holds it until
+ * final, re-init or free (p11_op). Such a running operation cannot be copied;
+ * duplicating the context moves it to the duplicate (OpenSSL's
+ * EVP_DigestSignFinal finishes on a duplicate), and the original refuses
+ * further use with a clear error. */
 #include "hp_provider.h"
 
-#include "p11_crypt.h"
+#include "p11_op.h"
 
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
@@ -45,6 +53,14 @@ typedef struct sig_ctx {
     EVP_MD *mgf1;
     int saltlen;       /* RSA_PSS_SALTLEN_* or a length */
     EVP_MD_CTX *mdctx; /* digest-sign: the host-side hash */
+
+    /* Streaming in the token. */
+    int stream;           /* this digest operation runs in the token */
+    int sign;             /* 1: signing, 0: verifying */
+    int moved;            /* its running token operation went to a duplicate */
+    int digest_then_sign; /* C_Digest* in the token, then the raw mechanism */
+    CK_RSA_PKCS_PSS_PARAMS pss;
+    p11_op op; /* holds the lease from the first update to final/free */
 } sig_ctx;
 
 static void *newctx(void *provctx, int is_rsa)
@@ -76,6 +92,9 @@ static void sig_freectx(void *vctx)
 
     if (c == NULL)
         return;
+    /* A context freed mid-stream ends its token operation and returns the
+     * session to the pool. */
+    p11_op_abort(&c->op);
     EVP_MD_free(c->md);
     EVP_MD_free(c->mgf1);
     EVP_MD_CTX_free(c->mdctx);
@@ -90,6 +109,13 @@ static void *sig_dupctx(void *vctx)
         return NULL;
     *d = *c;
     d->mdctx = NULL;
+    if (c->op.active) {
+        /* Move the running token operation (and its lease) to the copy. */
+        c->op = (p11_op)P11_OP_INIT;
+        c->moved = 1;
+    } else {
+        d->op = (p11_op)P11_OP_INIT;
+    }
     if ((d->md != NULL && !EVP_MD_up_ref(d->md)) ||
         (d->mgf1 != NULL && !EVP_MD_up_ref(d->mgf1))) {
         free(d);
@@ -122,6 +148,12 @@ static int init(sig_ctx *c, void *key, const OSSL_PARAM params[], int sign)
 {
     hp_key *k = key;
 
+    /* Re-init ends what the context was doing in the token. */
+    p11_op_abort(&c->op);
+    c->stream = 0;
+    c->moved = 0;
+    c->sign = sign;
+
     if (k == NULL) {
         if (c->key == NULL) {
             hp_raise(c->pctx, HP_R_BAD_PARAM, "no key given");
@@ -142,7 +174,7 @@ static int init(sig_ctx *c, void *key, const OSSL_PARAM params[], int sign)
                  "token; this key was imported from software");
         return 0;
     }
-    if (sign && c->key->p11->priv == CK_INVALID_HANDLE) {
+    if (sign && (c->key->public_only || c->key->p11->priv == CK_INVALID_HANDLE)) {
         hp_raise(c->pctx, HP_R_KEY_TYPE, "C_SignInit: %s is a public key: it cannot sign",
                  c->key->p11->name);
         return 0;
@@ -473,6 +505,103 @@ static int sig_verify(void *vctx, const unsigned char *sig, size_t siglen,
     return r == 1;
 }
 
+/* Whether digest-sign streams in the token: asked for, or the token lacks the
+ * raw mechanism. The mechanism check is made once per key. */
+static int wants_stream(sig_ctx *c)
+{
+    hp_key *k = c->key;
+    int lacks = atomic_load(&k->lacks_raw_mech);
+
+    if (c->pctx->digest_in_token)
+        return 1;
+    if (lacks < 0) {
+        CK_MECHANISM_TYPE raw = c->is_rsa ? CKM_RSA_PKCS : CKM_ECDSA;
+
+        lacks = p11_token_check_mech(k->p11->tok, raw) != CKR_OK;
+        atomic_store(&k->lacks_raw_mech, lacks);
+    }
+    return lacks;
+}
+
+static CK_MECHANISM_TYPE combined_mech(const sig_ctx *c)
+{
+    static const struct {
+        int nid;
+        CK_MECHANISM_TYPE pkcs1, pss, ecdsa;
+    } t[] = {
+        {NID_sha1, CKM_SHA1_RSA_PKCS, CKM_SHA1_RSA_PKCS_PSS, CKM_ECDSA_SHA1},
+        {NID_sha224, CKM_SHA224_RSA_PKCS, CKM_SHA224_RSA_PKCS_PSS, CKM_ECDSA_SHA224},
+        {NID_sha256, CKM_SHA256_RSA_PKCS, CKM_SHA256_RSA_PKCS_PSS, CKM_ECDSA_SHA256},
+        {NID_sha384, CKM_SHA384_RSA_PKCS, CKM_SHA384_RSA_PKCS_PSS, CKM_ECDSA_SHA384},
+        {NID_sha512, CKM_SHA512_RSA_PKCS, CKM_SHA512_RSA_PKCS_PSS, CKM_ECDSA_SHA512},
+    };
+
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+        if (t[i].nid == md_nid(c->md)) {
+            if (!c->is_rsa)
+                return t[i].ecdsa;
+            return c->pad == RSA_PKCS1_PSS_PADDING ? t[i].pss : t[i].pkcs1;
+        }
+    return CK_UNAVAILABLE_INFORMATION;
+}
+
+/* Starts the token operation at the first update or final: TLS sets the
+ * padding only after DigestSignInit. Takes the context's lease. */
+static int stream_start(sig_ctx *c)
+{
+    CK_MECHANISM mech = {combined_mech(c), NULL, 0};
+    CK_RV rv;
+
+    if (c->moved) {
+        hp_raise(c->pctx, HP_R_BAD_PARAM,
+                 "this context's token operation was moved to a "
+                 "duplicate of the context; re-initialise it");
+        return 0;
+    }
+    if (c->op.active)
+        return 1;
+    c->digest_then_sign = 0;
+    if (!c->is_rsa && mech.mechanism != CK_UNAVAILABLE_INFORMATION &&
+        p11_token_check_mech(c->key->p11->tok, mech.mechanism) != CKR_OK) {
+        /* No combined ECDSA mechanism (SoftHSM2 has none): hash in the
+         * token on our leased session, then sign the hash with CKM_ECDSA on
+         * that same session. */
+        CK_MECHANISM dm = {p11_hash_mech(md_nid(c->md)), NULL, 0};
+
+        c->digest_then_sign = 1;
+        c->op.keep = 1;
+        rv = p11_op_digest_init(&c->op, c->key->p11->tok, &dm);
+        if (rv != CKR_OK) {
+            p11_op_abort(&c->op);
+            hp_raise_p11(c->pctx, rv);
+            return 0;
+        }
+        return 1;
+    }
+    if (mech.mechanism == CK_UNAVAILABLE_INFORMATION ||
+        (c->is_rsa && c->pad != RSA_PKCS1_PADDING && c->pad != RSA_PKCS1_PSS_PADDING)) {
+        hp_raise(c->pctx, HP_R_UNSUPPORTED,
+                 "no combined token mechanism for %s with this padding",
+                 EVP_MD_get0_name(c->md));
+        return 0;
+    }
+    if (c->is_rsa && c->pad == RSA_PKCS1_PSS_PADDING) {
+        const EVP_MD *mgf = c->mgf1 != NULL ? c->mgf1 : c->md;
+
+        c->pss.hashAlg = p11_hash_mech(md_nid(c->md));
+        c->pss.mgf = p11_mgf(md_nid(mgf));
+        c->pss.sLen = (CK_ULONG)pss_saltlen(c, 0);
+        mech.pParameter = &c->pss;
+        mech.ulParameterLen = sizeof(c->pss);
+    }
+    rv = p11_op_init(&c->op, c->key->p11, c->sign ? P11_SIGN : P11_VERIFY, &mech);
+    if (rv != CKR_OK) {
+        hp_raise_p11(c->pctx, rv);
+        return 0;
+    }
+    return 1;
+}
+
 static int digest_init(sig_ctx *c, const char *mdname, void *key,
                        const OSSL_PARAM params[], int sign)
 {
@@ -480,6 +609,10 @@ static int digest_init(sig_ctx *c, const char *mdname, void *key,
         return 0;
     if (!set_md(c, mdname != NULL && *mdname != '\0' ? mdname : "SHA256", &c->md))
         return 0;
+    if (wants_stream(c)) {
+        c->stream = 1;
+        return 1;
+    }
     if (c->mdctx == NULL && (c->mdctx = EVP_MD_CTX_new()) == NULL)
         return 0;
     return EVP_DigestInit_ex2(c->mdctx, c->md, NULL);
@@ -500,8 +633,98 @@ static int sig_digest_verify_init(void *vctx, const char *mdname, void *key,
 static int sig_digest_update(void *vctx, const unsigned char *data, size_t len)
 {
     sig_ctx *c = vctx;
+    CK_RV rv;
 
-    return c->mdctx != NULL && EVP_DigestUpdate(c->mdctx, data, len);
+    if (!c->stream)
+        return c->mdctx != NULL && EVP_DigestUpdate(c->mdctx, data, len);
+    if (!stream_start(c))
+        return 0;
+    rv = p11_op_update(&c->op, data, (CK_ULONG)len, NULL, NULL);
+    if (rv != CKR_OK) {
+        hp_raise_p11(c->pctx, rv);
+        return 0;
+    }
+    return 1;
+}
+
+/* Ends the in-token digest and starts the raw signature operation on the
+ * same leased session. */
+static CK_RV digest_then(sig_ctx *c, p11_op_kind kind, unsigned char *h, CK_ULONG *hlen)
+{
+    CK_MECHANISM mech = {CKM_ECDSA, NULL, 0};
+    CK_RV rv = p11_op_final(&c->op, h, hlen);
+
+    c->op.keep = 0;
+    if (rv == CKR_OK)
+        rv = p11_op_init(&c->op, c->key->p11, kind, &mech);
+    if (rv != CKR_OK)
+        p11_op_abort(&c->op);
+    return rv;
+}
+
+static int stream_sign_final(sig_ctx *c, unsigned char *sig, size_t *siglen,
+                             size_t sigsize)
+{
+    unsigned char rs[2 * 66], h[EVP_MAX_MD_SIZE];
+    CK_ULONG outlen, hlen = sizeof(h);
+    CK_RV rv;
+
+    if (!stream_start(c))
+        return 0;
+    outlen = c->is_rsa ? (CK_ULONG)sigsize : sizeof(rs);
+    if (c->digest_then_sign) {
+        rv = digest_then(c, P11_SIGN, h, &hlen);
+        if (rv == CKR_OK)
+            rv = p11_op_oneshot(&c->op, h, hlen, rs, &outlen);
+    } else {
+        rv = p11_op_final(&c->op, c->is_rsa ? sig : rs, &outlen);
+    }
+    if (rv != CKR_OK) {
+        hp_raise_p11(c->pctx, rv);
+        return 0;
+    }
+    if (c->is_rsa) {
+        *siglen = outlen;
+        return 1;
+    }
+    if (!ecdsa_to_der(rs, outlen, sig, siglen, sigsize)) {
+        hp_raise(c->pctx, HP_R_INTERNAL, "cannot encode the ECDSA signature");
+        return 0;
+    }
+    return 1;
+}
+
+static int stream_verify_final(sig_ctx *c, const unsigned char *sig, size_t siglen)
+{
+    unsigned char rs[2 * 66], h[EVP_MAX_MD_SIZE];
+    size_t rslen = siglen;
+    CK_ULONG sl, hlen = sizeof(h);
+    CK_RV rv;
+
+    if (!stream_start(c))
+        return 0;
+    if (!c->is_rsa) {
+        if (!der_to_ecdsa(c, sig, siglen, rs, &rslen)) {
+            p11_op_abort(&c->op);
+            return 0;
+        }
+        sig = rs;
+    }
+    sl = (CK_ULONG)rslen;
+    if (c->digest_then_sign) {
+        rv = digest_then(c, P11_VERIFY, h, &hlen);
+        if (rv == CKR_OK)
+            rv = p11_op_oneshot(&c->op, h, hlen, (unsigned char *)sig, &sl);
+    } else {
+        rv = p11_op_final(&c->op, (unsigned char *)sig, &sl);
+    }
+    if (rv == CKR_SIGNATURE_INVALID || rv == CKR_SIGNATURE_LEN_RANGE)
+        return 0;
+    if (rv != CKR_OK) {
+        hp_raise_p11(c->pctx, rv);
+        return 0;
+    }
+    return 1;
 }
 
 static int sig_digest_sign_final(void *vctx, unsigned char *sig, size_t *siglen,
@@ -511,13 +734,13 @@ static int sig_digest_sign_final(void *vctx, unsigned char *sig, size_t *siglen,
     unsigned char h[EVP_MAX_MD_SIZE];
     unsigned int hlen;
 
-    if (c->mdctx == NULL)
-        return 0;
     if (sig == NULL) {
         *siglen = hp_key_size(c->key);
         return 1;
     }
-    if (!EVP_DigestFinal_ex(c->mdctx, h, &hlen))
+    if (c->stream)
+        return stream_sign_final(c, sig, siglen, sigsize);
+    if (c->mdctx == NULL || !EVP_DigestFinal_ex(c->mdctx, h, &hlen))
         return 0;
     return sig_sign(c, sig, siglen, sigsize, h, hlen);
 }
@@ -528,6 +751,8 @@ static int sig_digest_verify_final(void *vctx, const unsigned char *sig, size_t 
     unsigned char h[EVP_MAX_MD_SIZE];
     unsigned int hlen;
 
+    if (c->stream)
+        return stream_verify_final(c, sig, siglen);
     if (c->mdctx == NULL || !EVP_DigestFinal_ex(c->mdctx, h, &hlen))
         return 0;
     return sig_verify(c, sig, siglen, h, hlen);

@@ -9,6 +9,7 @@
 #include <openssl/core_object.h>
 #include <openssl/params.h>
 #include <openssl/store.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -184,7 +185,7 @@ static int load_key(store_ctx *sc, struct found *f, OSSL_CALLBACK *cb, void *cba
 {
     int type = OSSL_OBJECT_PKEY;
     p11_key *k;
-    void *ref[2];
+    void *ref[3];
     const char *tname;
     CK_RV rv;
     int ok;
@@ -204,6 +205,9 @@ static int load_key(store_ctx *sc, struct found *f, OSSL_CALLBACK *cb, void *cba
      * its own reference to k. */
     ref[0] = k;
     ref[1] = sc->pctx;
+    /* Asked for a public key: a private object is offered as its public
+     * half, which OpenSSL then files as a public key. */
+    ref[2] = (void *)(intptr_t)(sc->expect == OSSL_STORE_INFO_PUBKEY);
     {
         OSSL_PARAM params[] = {
             OSSL_PARAM_int(OSSL_OBJECT_PARAM_TYPE, &type),

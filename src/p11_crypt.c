@@ -28,6 +28,8 @@ static CK_RV op_init(p11_module *m, p11_op_kind kind, CK_SESSION_HANDLE h,
         return P11_CALL(m, C_EncryptInit, h, mech, o);
     case P11_DECRYPT:
         return P11_CALL(m, C_DecryptInit, h, mech, o);
+    case P11_DIGEST:
+        break;
     }
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
@@ -45,6 +47,8 @@ static CK_RV op_run(p11_module *m, p11_op_kind kind, CK_SESSION_HANDLE h,
         return P11_CALL(m, C_Encrypt, h, (CK_BYTE *)in, inlen, out, outlen);
     case P11_DECRYPT:
         return P11_CALL(m, C_Decrypt, h, (CK_BYTE *)in, inlen, out, outlen);
+    case P11_DIGEST:
+        break;
     }
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
@@ -68,6 +72,9 @@ CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
     int uses_private = kind == P11_SIGN || kind == P11_DECRYPT;
     p11_token *t = k->tok;
     CK_ULONG cap = *outlen;
+
+    if (kind == P11_DIGEST)
+        return CKR_FUNCTION_NOT_SUPPORTED;
 
     for (int tries = 0;; tries++) {
         p11_lease l = P11_LEASE_INIT;
@@ -106,6 +113,8 @@ CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
             break;
         case CKR_SESSION_HANDLE_INVALID:
         case CKR_SESSION_CLOSED:
+            /* Sessions seldom die alone: reopen them all before use. */
+            p11_pool_invalidate(t->pool);
             p11_lease_discard(&l);
             if (tries == 0)
                 continue;
@@ -126,6 +135,11 @@ CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
         case CKR_DEVICE_REMOVED:
         case CKR_TOKEN_NOT_PRESENT:
         case CKR_DEVICE_ERROR:
+            /* Fail now; when the token is back, fresh sessions, a fresh
+             * login and the objects found again make it work (no restart). */
+            p11_pool_invalidate(t->pool);
+            p11_token_forget_login(t);
+            atomic_store(&k->gen, 0);
             p11_lease_discard(&l);
             break;
         default:

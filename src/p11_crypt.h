@@ -8,7 +8,8 @@
 
 #include "p11_object.h"
 
-typedef enum { P11_SIGN, P11_VERIFY, P11_ENCRYPT, P11_DECRYPT } p11_op_kind;
+/* P11_DIGEST is for multi-step operations only (p11_op). */
+typedef enum { P11_SIGN, P11_VERIFY, P11_ENCRYPT, P11_DECRYPT, P11_DIGEST } p11_op_kind;
 
 /* SIGN/ENCRYPT/DECRYPT: in → out, *outlen is the capacity on entry and the
  * length on return (out must be large enough: the caller knows the size).

@@ -6,6 +6,7 @@
 #include "p11_token.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <time.h>
@@ -15,6 +16,7 @@ struct pool_session {
     int open;
     int leased;
     unsigned gen;     /* module generation the session was opened in */
+    unsigned sepoch;  /* pool session epoch it was opened in */
     pthread_t holder; /* thread that took the lease (for the self-deadlock check) */
 };
 
@@ -25,6 +27,7 @@ struct p11_pool {
     unsigned size;
     unsigned timeout_ms;
     unsigned epoch;
+    atomic_uint session_epoch; /* bumped when all sessions must be reopened */
     unsigned in_use;
     unsigned waiters;
     struct pool_session *s;
@@ -95,6 +98,11 @@ void p11_pool_reset(p11_pool *p)
     p->epoch++;
 }
 
+void p11_pool_invalidate(p11_pool *p)
+{
+    atomic_fetch_add(&p->session_epoch, 1);
+}
+
 unsigned p11_pool_size(const p11_pool *p)
 {
     return p->size;
@@ -134,6 +142,7 @@ static CK_RV open_session(p11_pool *p, struct pool_session *s)
         return p11_fail(rv, "C_OpenSession", "token \"%s\"", p->tok->label);
     s->open = 1;
     s->gen = atomic_load(&m->gen);
+    s->sepoch = atomic_load(&p->session_epoch);
     return CKR_OK;
 }
 
@@ -220,6 +229,11 @@ CK_RV p11_lease_acquire(p11_pool *p, p11_lease *l)
     /* The lease makes this slot ours: open it outside the pool's mutex. A
      * session from an older module generation (before fork or re-init) is
      * dead: it is forgotten, never closed (it is not ours to close). */
+    if (s->open && s->gen == gen && s->sepoch != atomic_load(&p->session_epoch)) {
+        /* Probably dead already; closing makes sure. */
+        P11_CALL(p->tok->m, C_CloseSession, s->h);
+        s->open = 0;
+    }
     if (!s->open || s->gen != gen) {
         s->open = 0;
         rv = open_session(p, s);

@@ -34,6 +34,9 @@ void p11_pool_free(p11_pool *p);
  * child, where the sessions are the parent's, and after the module was
  * re-initialised. Leases taken before are void (their release is a no-op). */
 void p11_pool_reset(p11_pool *p);
+/* The token lost its sessions (removed, or a session handle turned out
+ * invalid): every session is reopened before its next use. */
+void p11_pool_invalidate(p11_pool *p);
 unsigned p11_pool_size(const p11_pool *p);
 /* Leases currently held (for tests and diagnostics). */
 unsigned p11_pool_in_use(p11_pool *p);

@@ -42,6 +42,14 @@ static void at_exit(void)
     pthread_mutex_unlock(&loaded_lock);
 }
 
+static void reset_module_locks(void)
+{
+    pthread_mutex_init(&loaded_lock, NULL);
+    for (size_t i = 0; i < sizeof(loaded) / sizeof(loaded[0]); i++)
+        if (loaded[i] != NULL)
+            pthread_mutex_init(&loaded[i]->lock, NULL);
+}
+
 int p11_process_exiting(void)
 {
     return atomic_load(&exiting);
@@ -67,9 +75,14 @@ static void remember_loaded(p11_module *m, int add)
     pthread_mutex_unlock(&loaded_lock);
 }
 
+static void reset_module_locks(void);
+
 static void on_fork_child(void)
 {
     atomic_fetch_add(&fork_gen, 1);
+    /* A parent thread may have held these at fork time; in the child it
+     * never will release them. Nothing else runs in the child yet. */
+    reset_module_locks();
 }
 
 static void process_init(void)
@@ -159,9 +172,10 @@ static void find_session_cancel(p11_module *m)
 
 CK_RV p11_session_cancel(p11_module *m, CK_SESSION_HANDLE h, int kind)
 {
-    static const CK_FLAGS flags[] = {CKF_SIGN, CKF_VERIFY, CKF_ENCRYPT, CKF_DECRYPT};
+    static const CK_FLAGS flags[] = {CKF_SIGN, CKF_VERIFY, CKF_ENCRYPT, CKF_DECRYPT,
+                                     CKF_DIGEST};
 
-    if (m->session_cancel == NULL || kind < 0 || kind > 3)
+    if (m->session_cancel == NULL || kind < 0 || kind > 4)
         return CKR_FUNCTION_NOT_SUPPORTED;
     return p11_trace("C_SessionCancel", m->session_cancel(h, flags[kind]));
 }

@@ -354,6 +354,13 @@ static CK_RV refind_both(p11_key *k, unsigned gen)
             return rv;
     }
     priv = k->priv != CK_INVALID_HANDLE ? refind(k, CKO_PRIVATE_KEY) : CK_INVALID_HANDLE;
+    if (k->priv != CK_INVALID_HANDLE && priv == CK_INVALID_HANDLE &&
+        (k->tok->info.flags & CKF_LOGIN_REQUIRED)) {
+        /* The token may have forgotten our login (removed and back):
+         * private objects are invisible until we log in again. */
+        if (p11_token_relogin(k->tok) == CKR_OK)
+            priv = refind(k, CKO_PRIVATE_KEY);
+    }
     pub = k->pub != CK_INVALID_HANDLE ? refind(k, CKO_PUBLIC_KEY) : CK_INVALID_HANDLE;
     if ((k->priv != CK_INVALID_HANDLE && priv == CK_INVALID_HANDLE) ||
         (k->priv == CK_INVALID_HANDLE && pub == CK_INVALID_HANDLE))

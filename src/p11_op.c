@@ -15,11 +15,13 @@ static const char *const final_names[] = {"C_SignFinal", "C_VerifyFinal",
 static const char *const oneshot_names[] = {"C_Sign", "C_Verify", "C_Encrypt",
                                             "C_Decrypt"};
 
-/* The operation ended (or never started): give the session back. */
+/* The operation ended (or never started): give the session back, unless
+ * the context keeps it for a next step (p11_op_keep). */
 static void done(p11_op *op)
 {
     op->active = 0;
-    p11_lease_release(&op->lease);
+    if (!op->keep)
+        p11_lease_release(&op->lease);
 }
 
 static CK_RV call_init(p11_op *op, CK_MECHANISM *mech, CK_OBJECT_HANDLE o)
@@ -36,6 +38,8 @@ static CK_RV call_init(p11_op *op, CK_MECHANISM *mech, CK_OBJECT_HANDLE o)
         return P11_CALL(m, C_EncryptInit, h, mech, o);
     case P11_DECRYPT:
         return P11_CALL(m, C_DecryptInit, h, mech, o);
+    case P11_DIGEST:
+        return P11_CALL(m, C_DigestInit, h, mech);
     }
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
@@ -94,6 +98,11 @@ CK_RV p11_op_init_obj(p11_op *op, p11_token *t, p11_op_kind kind, CK_MECHANISM *
     }
 }
 
+CK_RV p11_op_digest_init(p11_op *op, p11_token *t, CK_MECHANISM *mech)
+{
+    return p11_op_init_obj(op, t, P11_DIGEST, mech, CK_INVALID_HANDLE, t->label);
+}
+
 CK_RV p11_op_init(p11_op *op, p11_key *k, p11_op_kind kind, CK_MECHANISM *mech)
 {
     int priv = kind == P11_SIGN || kind == P11_DECRYPT;
@@ -116,9 +125,13 @@ static CK_RV op_failed(p11_op *op, CK_RV rv, const char *call)
     if (rv == CKR_BUFFER_TOO_SMALL)
         p11_op_abort(op);
     else if (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED ||
-             rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT)
-        p11_lease_discard(&op->lease), op->active = 0;
-    else
+             rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT) {
+        p11_pool_invalidate(op->tok->pool);
+        if (rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT)
+            p11_token_forget_login(op->tok);
+        p11_lease_discard(&op->lease);
+        op->active = 0;
+    } else
         done(op);
     return p11_fail(rv, call, "token \"%s\"", op->tok->label);
 }
@@ -147,6 +160,9 @@ CK_RV p11_op_update(p11_op *op, const unsigned char *in, CK_ULONG inlen,
         break;
     case P11_DECRYPT:
         rv = P11_CALL(m, C_DecryptUpdate, h, (CK_BYTE *)in, inlen, out, outlen);
+        break;
+    case P11_DIGEST:
+        rv = P11_CALL(m, C_DigestUpdate, h, (CK_BYTE *)in, inlen);
         break;
     default:
         rv = CKR_FUNCTION_NOT_SUPPORTED;
@@ -183,6 +199,9 @@ CK_RV p11_op_final(p11_op *op, unsigned char *out, CK_ULONG *outlen)
         break;
     case P11_DECRYPT:
         rv = P11_CALL(m, C_DecryptFinal, h, out, outlen);
+        break;
+    case P11_DIGEST:
+        rv = P11_CALL(m, C_DigestFinal, h, out, outlen);
         break;
     default:
         rv = CKR_FUNCTION_NOT_SUPPORTED;
@@ -223,6 +242,9 @@ CK_RV p11_op_oneshot(p11_op *op, const unsigned char *in, CK_ULONG inlen,
     case P11_DECRYPT:
         rv = P11_CALL(m, C_Decrypt, h, (CK_BYTE *)in, inlen, out, outlen);
         break;
+    case P11_DIGEST:
+        rv = P11_CALL(m, C_Digest, h, (CK_BYTE *)in, inlen, out, outlen);
+        break;
     default:
         rv = CKR_FUNCTION_NOT_SUPPORTED;
     }
@@ -245,6 +267,7 @@ void p11_op_abort(p11_op *op)
         op->active = 0;
         return;
     }
+    op->keep = 0;
     if (!op->active) {
         p11_lease_release(&op->lease);
         return;
@@ -267,6 +290,9 @@ void p11_op_abort(p11_op *op)
             break;
         case P11_DECRYPT:
             rv = P11_CALL(m, C_DecryptFinal, h, scratch, &len);
+            break;
+        case P11_DIGEST:
+            rv = P11_CALL(m, C_DigestFinal, h, scratch, &len);
             break;
         }
         OPENSSL_cleanse(scratch, sizeof(scratch));

@@ -16,16 +16,25 @@ typedef struct p11_op {
     p11_token *tok;
     p11_op_kind kind;
     int active; /* Init succeeded and no call has ended the operation yet */
+    int keep;   /* keep the lease when the operation ends: a next step follows */
 } p11_op;
 
 #define P11_OP_INIT                                                                      \
     {                                                                                    \
-        P11_LEASE_INIT, NULL, P11_SIGN, 0                                                \
+        P11_LEASE_INIT, NULL, P11_SIGN, 0, 0                                             \
     }
 
 /* Leases a session (keeps the one held, after aborting what runs on it) and
  * calls C_<kind>Init with key object o. */
 CK_RV p11_op_init(p11_op *op, p11_key *k, p11_op_kind kind, CK_MECHANISM *mech);
+/* C_DigestInit on a leased session of t. With op->keep set, the lease
+ * outlives C_DigestFinal so that the digest can be signed on the same
+ * session (tokens with a raw signature mechanism but no combined one). */
+CK_RV p11_op_digest_init(p11_op *op, p11_token *t, CK_MECHANISM *mech);
+/* C_DigestInit on a leased session of t. With op->keep set, the lease
+ * outlives C_DigestFinal so that the digest can be signed on the same
+ * session (tokens with a raw signature mechanism but no combined one). */
+CK_RV p11_op_digest_init(p11_op *op, p11_token *t, CK_MECHANISM *mech);
 /* Same with a raw object handle on token t (secret keys made for ciphers). */
 CK_RV p11_op_init_obj(p11_op *op, p11_token *t, p11_op_kind kind, CK_MECHANISM *mech,
                       CK_OBJECT_HANDLE o, const char *name);

@@ -274,6 +274,13 @@ CK_RV p11_token_login(p11_token *t, const char *pin, size_t len)
     return rv;
 }
 
+void p11_token_forget_login(p11_token *t)
+{
+    pthread_mutex_lock(&t->login_lock);
+    t->login_gen = 0;
+    pthread_mutex_unlock(&t->login_lock);
+}
+
 CK_RV p11_token_relogin(p11_token *t)
 {
     CK_RV rv;

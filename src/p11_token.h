@@ -51,6 +51,8 @@ int p11_token_needs_login(p11_token *t);
  * A PIN the token rejected is remembered and refused without calling
  * C_Login again. */
 CK_RV p11_token_login(p11_token *t, const char *pin, size_t pin_len);
+/* The token was removed: our login is gone with it. */
+void p11_token_forget_login(p11_token *t);
 /* After the token forgot our login: log in again with the PIN that worked. */
 CK_RV p11_token_relogin(p11_token *t);
 
