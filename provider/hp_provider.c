@@ -146,6 +146,7 @@ p11_module *hp_module(hp_provctx *pctx)
         if (rv == CKR_OK) {
             pctx->module->pool_size = pctx->pool_size;
             pctx->module->pool_timeout_ms = pctx->pool_timeout_ms;
+            pctx->module->cache_keys = pctx->cache_keys;
         }
     }
     m = pctx->module;
@@ -195,7 +196,7 @@ static int read_config(hp_provctx *pctx, const OSSL_DISPATCH *in)
 {
     OSSL_FUNC_core_get_params_fn *get_params = NULL;
     char *path = NULL, *args = NULL, *pin = NULL, *behavior = NULL;
-    char *pool = NULL, *timeout = NULL, *in_token = NULL;
+    char *pool = NULL, *timeout = NULL, *in_token = NULL, *cache = NULL;
     const char *env;
     OSSL_PARAM params[] = {
         OSSL_PARAM_utf8_ptr("pkcs11-module-path", &path, 0),
@@ -205,6 +206,7 @@ static int read_config(hp_provctx *pctx, const OSSL_DISPATCH *in)
         OSSL_PARAM_utf8_ptr("pkcs11-pool-size", &pool, 0),
         OSSL_PARAM_utf8_ptr("pkcs11-pool-wait-timeout-ms", &timeout, 0),
         OSSL_PARAM_utf8_ptr("pkcs11-digest-in-token", &in_token, 0),
+        OSSL_PARAM_utf8_ptr("pkcs11-module-cache-keys", &cache, 0),
         OSSL_PARAM_END,
     };
 
@@ -233,6 +235,10 @@ static int read_config(hp_provctx *pctx, const OSSL_DISPATCH *in)
     }
     if (in_token != NULL &&
         !parse_bool(pctx, "pkcs11-digest-in-token", in_token, &pctx->digest_in_token))
+        return 0;
+    pctx->cache_keys = 1;
+    if (cache != NULL &&
+        !parse_bool(pctx, "pkcs11-module-cache-keys", cache, &pctx->cache_keys))
         return 0;
     return pctx->module_path != NULL &&
            parse_uint(pctx, "pkcs11-pool-size", pool, &pctx->pool_size) &&

@@ -29,6 +29,7 @@ typedef struct hp_provctx {
     int load_early;
     unsigned pool_size, pool_timeout_ms;
     int digest_in_token; /* pkcs11-digest-in-token: stream digest-sign in the token */
+    int cache_keys;      /* pkcs11-module-cache-keys: session copies of private keys */
 
     pthread_mutex_t lock; /* guards lazy module loading */
     p11_module *module;

@@ -85,7 +85,7 @@ CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
         rv = p11_key_current(k);
         if (rv != CKR_OK)
             return rv;
-        o = uses_private ? k->priv : k->pub;
+        o = uses_private ? p11_key_private_handle(k) : k->pub;
         if (o == CK_INVALID_HANDLE)
             return p11_fail(CKR_KEY_HANDLE_INVALID, calls[kind].init_name,
                             "%s has no %s key object on the token", k->name,
@@ -128,7 +128,10 @@ CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
         case CKR_KEY_HANDLE_INVALID:
             p11_lease_release(&l);
             if (tries == 0) {
-                atomic_store(&k->gen, 0); /* find the objects again */
+                /* The copy died with its session, or the token renumbered
+                 * its objects: find them again. */
+                p11_key_drop_copy(k);
+                atomic_store(&k->gen, 0);
                 continue;
             }
             break;
@@ -139,6 +142,7 @@ CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
              * login and the objects found again make it work (no restart). */
             p11_pool_invalidate(t->pool);
             p11_token_forget_login(t);
+            p11_key_drop_copy(k);
             atomic_store(&k->gen, 0);
             p11_lease_discard(&l);
             break;

@@ -35,6 +35,7 @@ typedef struct p11_module {
     /* Set by the provider before first use. */
     unsigned pool_size;       /* 0: online CPUs, capped by the token's max sessions */
     unsigned pool_timeout_ms; /* 0: wait for a free session without limit */
+    int cache_keys;           /* use session-object copies of private keys */
 } p11_module;
 
 /* Loads the module (no C_Initialize yet: that happens at first use, so that a

@@ -282,6 +282,39 @@ CK_RV p11_key_load(p11_token *t, CK_OBJECT_HANDLE o, p11_key **out)
     return CKR_OK;
 }
 
+CK_OBJECT_HANDLE p11_key_private_handle(p11_key *k)
+{
+    p11_token *t = k->tok;
+    unsigned gen = atomic_load(&t->m->gen);
+    CK_OBJECT_HANDLE h;
+    CK_BBOOL no = CK_FALSE;
+    CK_ATTRIBUTE tmpl[] = {{CKA_TOKEN, &no, sizeof(no)}};
+    unsigned copy_gen;
+
+    if (atomic_load(&k->copy_gen) == gen)
+        return atomic_load(&k->copy);
+    if (!t->m->cache_keys || atomic_load(&k->copy_refused) ||
+        k->priv == CK_INVALID_HANDLE)
+        return k->priv;
+    pthread_mutex_lock(&k->refind_lock);
+    if (atomic_load(&k->copy_gen) != gen) {
+        if (p11_token_copy_object(t, k->priv, tmpl, 1, &h, &copy_gen) == CKR_OK) {
+            atomic_store(&k->copy, h);
+            atomic_store(&k->copy_gen, copy_gen);
+        } else {
+            atomic_store(&k->copy_refused, 1);
+            p11_failure_clear();
+        }
+    }
+    pthread_mutex_unlock(&k->refind_lock);
+    return atomic_load(&k->copy_gen) == gen ? atomic_load(&k->copy) : k->priv;
+}
+
+void p11_key_drop_copy(p11_key *k)
+{
+    atomic_store(&k->copy_gen, 0);
+}
+
 void p11_key_up(p11_key *k)
 {
     atomic_fetch_add(&k->refs, 1);
@@ -291,6 +324,9 @@ void p11_key_free(p11_key *k)
 {
     if (k == NULL || atomic_fetch_sub(&k->refs, 1) > 1)
         return;
+    if (atomic_load(&k->copy_gen) != 0)
+        p11_token_destroy_object(k->tok, atomic_load(&k->copy),
+                                 atomic_load(&k->copy_gen));
     free(k->id);
     free(k->label);
     free(k->name);

@@ -18,6 +18,13 @@ typedef struct p11_key {
     _Atomic CK_OBJECT_HANDLE priv, pub;
     atomic_uint gen;
     pthread_mutex_t refind_lock; /* one thread finds the objects again */
+    /* A sensitive session-object copy of the private key (C_CopyObject,
+     * still inside the token): SoftHSM2 decrypts a token object's key on
+     * every use, not a session object's. Valid while copy_gen is the module
+     * generation; re-made after fork, re-initialisation or session loss. */
+    _Atomic CK_OBJECT_HANDLE copy;
+    atomic_uint copy_gen;
+    atomic_int copy_refused; /* the token would not copy it: do not ask again */
     unsigned char *id;
     CK_ULONG id_len;
     char *label;
@@ -43,6 +50,11 @@ CK_RV p11_read_ulong(p11_token *t, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type,
 CK_RV p11_key_load(p11_token *t, CK_OBJECT_HANDLE o, p11_key **out);
 void p11_key_up(p11_key *k);
 void p11_key_free(p11_key *k);
+/* The handle to use for a private-key operation: the session copy when
+ * enabled and possible, else the token object. */
+CK_OBJECT_HANDLE p11_key_private_handle(p11_key *k);
+/* The copy turned out dead (object handle invalid): forget it. */
+void p11_key_drop_copy(p11_key *k);
 /* Makes sure k's handles belong to the module's current generation, finding
  * the objects again by identity if not. */
 CK_RV p11_key_current(p11_key *k);

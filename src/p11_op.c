@@ -111,7 +111,7 @@ CK_RV p11_op_init(p11_op *op, p11_key *k, p11_op_kind kind, CK_MECHANISM *mech)
 
     if (rv != CKR_OK)
         return rv;
-    o = priv ? k->priv : k->pub;
+    o = priv ? p11_key_private_handle(k) : k->pub;
     if (o == CK_INVALID_HANDLE)
         return p11_fail(CKR_KEY_HANDLE_INVALID, init_names[kind],
                         "%s has no %s key object on the token", k->name,
