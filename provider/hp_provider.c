@@ -120,6 +120,8 @@ static void provctx_free(hp_provctx *pctx)
 {
     if (pctx == NULL)
         return;
+    if (pctx->early_init_started)
+        pthread_join(pctx->early_init, NULL);
     p11_module_free(pctx->module);
     OSSL_LIB_CTX_free(pctx->libctx);
     free(pctx->module_path);
@@ -246,6 +248,16 @@ static int read_config(hp_provctx *pctx, const OSSL_DISPATCH *in)
                       &pctx->pool_timeout_ms);
 }
 
+static void *early_init(void *arg)
+{
+    hp_provctx *pctx = arg;
+
+    /* Failures are reported again, to the caller, at first use. */
+    p11_module_ready(pctx->module);
+    OPENSSL_thread_stop();
+    return NULL;
+}
+
 static const OSSL_DISPATCH provider_functions[] = {
     {OSSL_FUNC_PROVIDER_TEARDOWN, (void (*)(void))hp_teardown},
     {OSSL_FUNC_PROVIDER_GETTABLE_PARAMS, (void (*)(void))hp_gettable_params},
@@ -298,16 +310,16 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
         goto err;
     }
     if (pctx->load_early) {
-        p11_module *m = hp_module(pctx);
-        CK_RV rv;
-
-        if (m == NULL)
+        /* Load now, so that a wrong module path fails the provider's
+         * activation. Initialise on a thread of our own: we are inside
+         * OpenSSL's configuration loading, and a module that uses OpenSSL
+         * (SoftHSM2) would wait for that to finish, in this thread a
+         * deadlock. The thread runs as soon as loading ends; first use waits
+         * for it. */
+        if (hp_module(pctx) == NULL)
             goto err;
-        rv = p11_module_ready(m);
-        if (rv != CKR_OK) {
-            hp_raise_p11(pctx, rv);
-            goto err;
-        }
+        pctx->early_init_started =
+            pthread_create(&pctx->early_init, NULL, early_init, pctx) == 0;
     }
     *out = provider_functions;
     *provctx = pctx;

@@ -32,6 +32,8 @@ typedef struct hp_provctx {
     int cache_keys;      /* pkcs11-module-cache-keys: session copies of private keys */
 
     pthread_mutex_t lock; /* guards lazy module loading */
+    pthread_t early_init; /* pkcs11-module-load-behavior = early */
+    int early_init_started;
     p11_module *module;
 } hp_provctx;
 

@@ -33,11 +33,15 @@ static void at_exit(void)
     for (size_t i = 0; i < sizeof(loaded) / sizeof(loaded[0]); i++) {
         p11_module *m = loaded[i];
 
-        if (m != NULL && m->owns_init && atomic_load(&m->ready) &&
+        if (m == NULL)
+            continue;
+        /* Waits for an initialisation still running on another thread. */
+        pthread_mutex_lock(&m->lock);
+        if (m->owns_init && atomic_load(&m->ready) &&
             atomic_load(&m->ready_fork_gen) == atomic_load(&fork_gen))
             P11_CALL(m, C_Finalize, NULL);
-        if (m != NULL)
-            atomic_store(&m->ready, 0);
+        atomic_store(&m->ready, 0);
+        pthread_mutex_unlock(&m->lock);
     }
     pthread_mutex_unlock(&loaded_lock);
 }
@@ -46,8 +50,10 @@ static void reset_module_locks(void)
 {
     pthread_mutex_init(&loaded_lock, NULL);
     for (size_t i = 0; i < sizeof(loaded) / sizeof(loaded[0]); i++)
-        if (loaded[i] != NULL)
+        if (loaded[i] != NULL) {
             pthread_mutex_init(&loaded[i]->lock, NULL);
+            p11_tokens_reset_locks(loaded[i]);
+        }
 }
 
 int p11_process_exiting(void)
@@ -319,7 +325,11 @@ CK_RV p11_module_ready(p11_module *m)
         return CKR_OK;
 
     pthread_mutex_lock(&m->lock);
-    if (!atomic_load(&m->ready) || atomic_load(&m->ready_fork_gen) != fg) {
+    if (atomic_load(&exiting)) {
+        /* exit() has begun: the module is being torn down. */
+        rv = p11_fail(CKR_CRYPTOKI_NOT_INITIALIZED, "C_Initialize",
+                      "module %s: the process is exiting", m->path);
+    } else if (!atomic_load(&m->ready) || atomic_load(&m->ready_fork_gen) != fg) {
         int after_fork = atomic_load(&m->ready) && atomic_load(&m->ready_fork_gen) != fg;
 
         rv = initialise(m, after_fork);
