@@ -17,25 +17,27 @@ const OSSL_ITEM hp_reason_strings[] = {
     {HP_R_INTERNAL, "internal error"},           {0, NULL},
 };
 
-static void vraise(hp_provctx *pctx, int reason, const char *fmt, va_list ap)
+static void vraise(hp_provctx *pctx, const char *file, int line, const char *func,
+                   int reason, const char *fmt, va_list ap)
 {
     if (pctx != NULL && pctx->core_new_error != NULL) {
         pctx->core_new_error(pctx->handle);
-        pctx->core_set_error_debug(pctx->handle, OPENSSL_FILE, OPENSSL_LINE, NULL);
+        pctx->core_set_error_debug(pctx->handle, file, line, func);
         pctx->core_vset_error(pctx->handle, reason, fmt, ap);
         return;
     }
     ERR_new();
-    ERR_set_debug(OPENSSL_FILE, OPENSSL_LINE, NULL);
+    ERR_set_debug(file, line, func);
     ERR_vset_error(ERR_LIB_PROV, reason, fmt, ap);
 }
 
-void hp_raise(hp_provctx *pctx, int reason, const char *fmt, ...)
+void hp_raise_at(hp_provctx *pctx, const char *file, int line, const char *func,
+                 int reason, const char *fmt, ...)
 {
     va_list ap;
 
     va_start(ap, fmt);
-    vraise(pctx, reason, fmt, ap);
+    vraise(pctx, file, line, func, reason, fmt, ap);
     va_end(ap);
 }
 
@@ -62,25 +64,29 @@ static int reason_for(CK_RV rv)
     }
 }
 
-void hp_raise_p11(hp_provctx *pctx, CK_RV rv)
+void hp_raise_p11_at(hp_provctx *pctx, const char *file, int line, const char *func,
+                     CK_RV rv)
 {
     const p11_failure *f = p11_last_failure();
     const char *name;
 
     if (f == NULL || f->rv != rv) {
         name = p11_rv_name(rv);
-        hp_raise(pctx, reason_for(rv), "%s", name != NULL ? name : "PKCS#11 failure");
+        hp_raise_at(pctx, file, line, func, reason_for(rv), "%s",
+                    name != NULL ? name : "PKCS#11 failure");
         return;
     }
     name = p11_rv_name(f->rv);
     if (f->rv >= CKR_VENDOR_DEFINED)
         /* Our own failures: the text says it all. */
-        hp_raise(pctx, reason_for(f->rv), "%s: %s", f->call, f->what);
+        hp_raise_at(pctx, file, line, func, reason_for(f->rv), "%s: %s", f->call,
+                    f->what);
     else if (name != NULL)
-        hp_raise(pctx, reason_for(f->rv), "%s failed with %s: %s", f->call, name,
-                 f->what);
+        hp_raise_at(pctx, file, line, func, reason_for(f->rv), "%s failed with %s: %s",
+                    f->call, name, f->what);
     else
-        hp_raise(pctx, reason_for(f->rv), "%s failed with CKR 0x%lx: %s", f->call,
-                 (unsigned long)f->rv, f->what);
+        hp_raise_at(pctx, file, line, func, reason_for(f->rv),
+                    "%s failed with CKR 0x%lx: %s", f->call, (unsigned long)f->rv,
+                    f->what);
     p11_failure_clear();
 }

@@ -123,6 +123,7 @@ static void provctx_free(hp_provctx *pctx)
     if (pctx->early_init_started)
         pthread_join(pctx->early_init, NULL);
     p11_module_free(pctx->module);
+    OSSL_PROVIDER_unload(pctx->libctx_default);
     OSSL_LIB_CTX_free(pctx->libctx);
     free(pctx->module_path);
     free(pctx->init_args);
@@ -305,7 +306,9 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
      * (DESIGN §2.9) and public-key encoding happen there, never through this
      * provider, so nothing we call can recurse into us. */
     pctx->libctx = OSSL_LIB_CTX_new();
-    if (pctx->libctx == NULL || OSSL_PROVIDER_load(pctx->libctx, "default") == NULL) {
+    if (pctx->libctx != NULL)
+        pctx->libctx_default = OSSL_PROVIDER_load(pctx->libctx, "default");
+    if (pctx->libctx_default == NULL) {
         hp_raise(pctx, HP_R_INTERNAL, "cannot load the default provider for hashing");
         goto err;
     }

@@ -6,6 +6,7 @@
 
 #include <openssl/core.h>
 #include <openssl/core_dispatch.h>
+#include <openssl/e_os2.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -15,7 +16,8 @@
 
 typedef struct hp_provctx {
     const OSSL_CORE_HANDLE *handle;
-    OSSL_LIB_CTX *libctx; /* child of the application's: digests, encoders */
+    OSSL_LIB_CTX *libctx; /* our own, with the default provider: digests, encoders */
+    OSSL_PROVIDER *libctx_default;
 
     OSSL_FUNC_core_new_error_fn *core_new_error;
     OSSL_FUNC_core_set_error_debug_fn *core_set_error_debug;
@@ -70,10 +72,15 @@ enum {
     HP_R_INTERNAL,
 };
 extern const OSSL_ITEM hp_reason_strings[];
-void hp_raise(hp_provctx *pctx, int reason, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+void hp_raise_at(hp_provctx *pctx, const char *file, int line, const char *func,
+                 int reason, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 /* Raises the failure src/ recorded for this thread (call, CKR_* name, object). */
-void hp_raise_p11(hp_provctx *pctx, CK_RV rv);
+void hp_raise_p11_at(hp_provctx *pctx, const char *file, int line, const char *func,
+                     CK_RV rv);
+#define hp_raise(pctx, ...)                                                              \
+    hp_raise_at(pctx, OPENSSL_FILE, OPENSSL_LINE, OPENSSL_FUNC, __VA_ARGS__)
+#define hp_raise_p11(pctx, rv)                                                           \
+    hp_raise_p11_at(pctx, OPENSSL_FILE, OPENSSL_LINE, OPENSSL_FUNC, rv)
 
 /* Login for objects on t (hp_login.c): PIN from the URI, the configuration,
  * or the passphrase callback, in that order. */
