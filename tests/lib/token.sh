@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by tests and by the demo: makes a private SoftHSM2 token and an
 # openssl.cnf that loads hsmprov beside the default provider.
 #
@@ -8,16 +9,24 @@
 #                               P-384 "ec384" (id 03), P-521 "ec521" (id 04)
 #   hp_write_cnf DIR [EXTRA]    DIR/openssl.cnf loading hsmprov with the PIN from
 #                               DIR/pin; EXTRA lines go into the hsmprov section;
-#                               sets OPENSSL_CONF
+#                               sets OPENSSL_CONF. If HP_CNF_PIN is set (even to
+#                               ""), that line replaces the PIN directive: set it
+#                               empty for a config without a PIN. Lines in
+#                               HP_CNF_EXTRA (if set) are added too: a test's
+#                               variant in another configuration.
+#
+# HP_PIN may be set before sourcing to use another user PIN (default 1234).
 #
 # Needs: HSMPROV_MODULE (path of hsmprov.so), SOFTHSM2_MODULE (libsofthsm2.so).
 
 : "${SOFTHSM2_MODULE:=/usr/lib/softhsm/libsofthsm2.so}"
-HP_PIN=1234
+HP_PIN=${HP_PIN:-1234}
 HP_SO_PIN=12345678
 
+# pkcs11-tool links libcrypto: keep it away from the test's openssl.cnf, which
+# would load hsmprov into it (and an ASan build of hsmprov cannot load there).
 hp_p11tool() {
-    pkcs11-tool --module "$SOFTHSM2_MODULE" "$@"
+    env -u OPENSSL_CONF pkcs11-tool --module "$SOFTHSM2_MODULE" "$@"
 }
 
 hp_make_token() {
@@ -31,7 +40,7 @@ slots.removable = false
 CONF
     export SOFTHSM2_CONF=$dir/softhsm2.conf
     HP_TOKEN_LABEL=$label
-    softhsm2-util --init-token --free --label "$label" --so-pin "$HP_SO_PIN" \
+    env -u OPENSSL_CONF softhsm2-util --init-token --free --label "$label" --so-pin "$HP_SO_PIN" \
         --pin "$HP_PIN" >/dev/null
     printf '%s' "$HP_PIN" >"$dir/pin"
     chmod 600 "$dir/pin"
@@ -68,8 +77,9 @@ activate = 1
 [hsmprov_sect]
 module = $HSMPROV_MODULE
 pkcs11-module-path = $SOFTHSM2_MODULE
-pkcs11-module-token-pin = file:$dir/pin
+${HP_CNF_PIN-pkcs11-module-token-pin = file:$dir/pin}
 $extra
+${HP_CNF_EXTRA:-}
 activate = 1
 CNF
     export OPENSSL_CONF=$dir/openssl.cnf
