@@ -568,6 +568,14 @@ static int stream_start(sig_ctx *c)
          * that same session. */
         CK_MECHANISM dm = {p11_hash_mech(md_nid(c->md)), NULL, 0};
 
+        /* Find the key again now if it must be (after fork or session
+         * loss): that needs a session of its own, which is not to be had
+         * once this context holds its lease and the pool is exhausted. */
+        rv = p11_key_current(c->key->p11);
+        if (rv != CKR_OK) {
+            hp_raise_p11(c->pctx, rv);
+            return 0;
+        }
         c->digest_then_sign = 1;
         c->op.keep = 1;
         rv = p11_op_digest_init(&c->op, c->key->p11->tok, &dm);

@@ -76,7 +76,13 @@ CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
     if (kind == P11_DIGEST)
         return CKR_FUNCTION_NOT_SUPPORTED;
 
-    for (int tries = 0;; tries++) {
+    /* Each kind of recovery at most once per call. They chain: a lost
+     * session takes the login and the key copy with it, so the retry on a
+     * fresh session meets CKR_USER_NOT_LOGGED_IN or CKR_OBJECT_HANDLE_INVALID
+     * next, and must recover from that too. */
+    int session_retried = 0, login_retried = 0, object_retried = 0;
+
+    for (;;) {
         p11_lease l = P11_LEASE_INIT;
         const char *call;
         CK_OBJECT_HANDLE o;
@@ -116,18 +122,18 @@ CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
             /* Sessions seldom die alone: reopen them all before use. */
             p11_pool_invalidate(t->pool);
             p11_lease_discard(&l);
-            if (tries == 0)
+            if (!session_retried++)
                 continue;
             break;
         case CKR_USER_NOT_LOGGED_IN:
             p11_lease_release(&l);
-            if (tries < 2 && p11_token_relogin(t) == CKR_OK)
+            if (!login_retried++ && p11_token_relogin(t) == CKR_OK)
                 continue;
             break;
         case CKR_OBJECT_HANDLE_INVALID:
         case CKR_KEY_HANDLE_INVALID:
             p11_lease_release(&l);
-            if (tries == 0) {
+            if (!object_retried++) {
                 /* The copy died with its session, or the token renumbered
                  * its objects: find them again. */
                 p11_key_drop_copy(k);

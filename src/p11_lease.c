@@ -15,9 +15,12 @@ struct pool_session {
     CK_SESSION_HANDLE h;
     int open;
     int leased;
-    unsigned gen;     /* module generation the session was opened in */
-    unsigned sepoch;  /* pool session epoch it was opened in */
-    pthread_t holder; /* thread that took the lease (for the self-deadlock check) */
+    unsigned gen;    /* module generation the session was opened in */
+    unsigned sepoch; /* pool session epoch it was opened in */
+    /* Thread that last used the lease (for the self-deadlock check): the one
+     * that took it, then whichever thread drives the context (p11_lease_touch),
+     * since a context may be finished in another thread than its first. */
+    atomic_ulong holder;
 };
 
 struct p11_pool {
@@ -26,7 +29,7 @@ struct p11_pool {
     pthread_cond_t cv;
     unsigned size;
     unsigned timeout_ms;
-    unsigned epoch;
+    atomic_uint epoch;         /* bumped by p11_pool_reset: older leases are void */
     atomic_uint session_epoch; /* bumped when all sessions must be reopened */
     unsigned in_use;
     unsigned waiters;
@@ -76,26 +79,34 @@ void p11_pool_free(p11_pool *p)
     free(p);
 }
 
-void p11_pool_reset(p11_pool *p)
+void p11_pool_reset_locks(p11_pool *p)
 {
     pthread_condattr_t ca;
 
-    /* In a fork child another thread of the parent may have held the mutex at
-     * fork time; it will never unlock it here, so start with fresh ones. The
-     * caller guarantees no other thread of this process uses the pool now
-     * (module re-initialisation is serialised and precedes every use). */
+    /* In a fork child (one thread, in the atfork handler) a thread of the
+     * parent may have held the mutex at fork time; it will never unlock it
+     * here, so start with fresh ones. Never while other threads may use
+     * them: re-initialising a mutex in use is undefined. */
     pthread_mutex_init(&p->mu, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&p->cv, &ca);
     pthread_condattr_destroy(&ca);
+    p->waiters = 0; /* the parent's waiters do not exist here */
+}
+
+void p11_pool_reset(p11_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
     for (unsigned i = 0; i < p->size; i++) {
         p->s[i].open = 0;
         p->s[i].leased = 0;
     }
     p->in_use = 0;
-    p->waiters = 0;
     p->epoch++;
+    /* Waiters (none in a fresh fork child) find every session free. */
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
 }
 
 void p11_pool_invalidate(p11_pool *p)
@@ -118,12 +129,23 @@ unsigned p11_pool_in_use(p11_pool *p)
     return n;
 }
 
+/* A number for the calling thread, never 0 (pthread_t cannot be atomic). */
+static unsigned long self_id(void)
+{
+    static atomic_ulong next = 1;
+    static _Thread_local unsigned long id;
+
+    if (id == 0)
+        id = atomic_fetch_add(&next, 1);
+    return id;
+}
+
 static int self_holds_lease(p11_pool *p)
 {
-    pthread_t self = pthread_self();
+    unsigned long self = self_id();
 
     for (unsigned i = 0; i < p->size; i++)
-        if (p->s[i].leased && pthread_equal(p->s[i].holder, self))
+        if (p->s[i].leased && atomic_load(&p->s[i].holder) == self)
             return 1;
     return 0;
 }
@@ -219,7 +241,7 @@ CK_RV p11_lease_acquire(p11_pool *p, p11_lease *l)
     }
     s = &p->s[pick];
     s->leased = 1;
-    s->holder = pthread_self();
+    atomic_store(&s->holder, self_id());
     p->in_use++;
     l->pool = p;
     l->idx = pick;
@@ -262,6 +284,38 @@ void p11_lease_release(p11_lease *l)
     pthread_mutex_unlock(&p->mu);
     l->pool = NULL;
     l->h = CK_INVALID_HANDLE;
+}
+
+int p11_lease_forget_stale(p11_lease *l)
+{
+    p11_pool *p = l->pool;
+
+    if (p == NULL)
+        return 0;
+    /* A fork child that has not re-initialised the module yet: every session
+     * is the parent's (and the pool's mutex may be held by a parent thread
+     * that does not exist here, so do not touch the pool). After the
+     * re-initialisation, the pool's epoch tells. */
+    if (atomic_load(&p->tok->m->ready_fork_gen) == p11_fork_generation() &&
+        l->epoch == atomic_load(&p->epoch))
+        return 0;
+    l->pool = NULL;
+    l->h = CK_INVALID_HANDLE;
+    return 1;
+}
+
+void p11_lease_touch(p11_lease *l)
+{
+    p11_pool *p = l->pool;
+    unsigned long self = self_id();
+
+    if (p == NULL ||
+        atomic_load_explicit(&p->s[l->idx].holder, memory_order_relaxed) == self)
+        return;
+    pthread_mutex_lock(&p->mu);
+    if (l->epoch == p->epoch && p->s[l->idx].leased)
+        atomic_store(&p->s[l->idx].holder, self);
+    pthread_mutex_unlock(&p->mu);
 }
 
 CK_RV p11_lease_reopen(p11_lease *l)

@@ -34,6 +34,9 @@ void p11_pool_free(p11_pool *p);
  * child, where the sessions are the parent's, and after the module was
  * re-initialised. Leases taken before are void (their release is a no-op). */
 void p11_pool_reset(p11_pool *p);
+/* In a fork child's atfork handler only (one thread): fresh mutex and
+ * condition variable, since a parent thread may have held them at fork. */
+void p11_pool_reset_locks(p11_pool *p);
 /* The token lost its sessions (removed, or a session handle turned out
  * invalid): every session is reopened before its next use. */
 void p11_pool_invalidate(p11_pool *p);
@@ -46,6 +49,15 @@ unsigned p11_pool_in_use(p11_pool *p);
  * P11_RV_POOL_EXHAUSTED (waiting could never end); otherwise waits, up to the
  * pool's timeout (P11_RV_TIMEOUT). */
 CK_RV p11_lease_acquire(p11_pool *p, p11_lease *l);
+/* The calling thread now drives the lease's context (a context handed to
+ * another thread mid-operation): the self-deadlock check of
+ * p11_lease_acquire counts the lease as this thread's from now on. Cheap when
+ * the thread did not change. */
+void p11_lease_touch(p11_lease *l);
+/* A lease taken before fork() (in the parent) or before the module was
+ * re-initialised is void: forgets it without any call on its session or
+ * change to the pool, and returns 1. Returns 0 for a live lease (or none). */
+int p11_lease_forget_stale(p11_lease *l);
 /* Returns the session to the pool. No operation may be active on it. */
 void p11_lease_release(p11_lease *l);
 /* The leased session is unusable (closed, invalid handle, or stuck in an

@@ -6,14 +6,16 @@
 #include <openssl/crypto.h>
 #include <stdio.h>
 
+/* Indexed by p11_op_kind: P11_DIGEST included. */
 static const char *const init_names[] = {"C_SignInit", "C_VerifyInit", "C_EncryptInit",
-                                         "C_DecryptInit"};
+                                         "C_DecryptInit", "C_DigestInit"};
 static const char *const update_names[] = {"C_SignUpdate", "C_VerifyUpdate",
-                                           "C_EncryptUpdate", "C_DecryptUpdate"};
-static const char *const final_names[] = {"C_SignFinal", "C_VerifyFinal",
-                                          "C_EncryptFinal", "C_DecryptFinal"};
+                                           "C_EncryptUpdate", "C_DecryptUpdate",
+                                           "C_DigestUpdate"};
+static const char *const final_names[] = {
+    "C_SignFinal", "C_VerifyFinal", "C_EncryptFinal", "C_DecryptFinal", "C_DigestFinal"};
 static const char *const oneshot_names[] = {"C_Sign", "C_Verify", "C_Encrypt",
-                                            "C_Decrypt"};
+                                            "C_Decrypt", "C_Digest"};
 
 /* The operation ended (or never started): give the session back, unless
  * the context keeps it for a next step (p11_op_keep). */
@@ -62,8 +64,15 @@ CK_RV p11_op_init_obj(p11_op *op, p11_token *t, p11_op_kind kind, CK_MECHANISM *
     /* Re-init: whatever ran on our session is ended first. */
     if (op->active)
         p11_op_abort(op);
+    p11_lease_forget_stale(&op->lease);
     if (op->lease.pool != NULL && op->tok != t)
         p11_lease_release(&op->lease);
+    /* After fork, the child's first use re-initialises the module (and
+     * resets the pool) before any session is leased: a session from the
+     * parent is never used. Cheap when the module is ready. */
+    rv = p11_module_ready(t->m);
+    if (rv != CKR_OK)
+        return rv;
     op->tok = t;
     op->kind = kind;
     for (int tries = 0;; tries++) {
@@ -71,6 +80,8 @@ CK_RV p11_op_init_obj(p11_op *op, p11_token *t, p11_op_kind kind, CK_MECHANISM *
             rv = p11_lease_acquire(t->pool, &op->lease);
             if (rv != CKR_OK)
                 return rv;
+        } else {
+            p11_lease_touch(&op->lease);
         }
         rv = call_init(op, mech, o);
         if (rv == CKR_OK) {
@@ -106,17 +117,31 @@ CK_RV p11_op_digest_init(p11_op *op, p11_token *t, CK_MECHANISM *mech)
 CK_RV p11_op_init(p11_op *op, p11_key *k, p11_op_kind kind, CK_MECHANISM *mech)
 {
     int priv = kind == P11_SIGN || kind == P11_DECRYPT;
-    CK_OBJECT_HANDLE o;
-    CK_RV rv = p11_key_current(k);
 
-    if (rv != CKR_OK)
+    for (int retried = 0;; retried++) {
+        CK_OBJECT_HANDLE o;
+        CK_RV rv = p11_key_current(k);
+
+        if (rv != CKR_OK)
+            return rv;
+        o = priv ? p11_key_private_handle(k) : k->pub;
+        if (o == CK_INVALID_HANDLE)
+            return p11_fail(CKR_KEY_HANDLE_INVALID, init_names[kind],
+                            "%s has no %s key object on the token", k->name,
+                            priv ? "private" : "public");
+        rv = p11_op_init_obj(op, k->tok, kind, mech, o, k->name);
+        if ((rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID) &&
+            !retried) {
+            /* The key copy died with its session (session loss, logout,
+             * token removal), or the token renumbered its objects: find
+             * them again, once, as p11_oneshot does. */
+            p11_key_drop_copy(k);
+            atomic_store(&k->gen, 0);
+            p11_failure_clear();
+            continue;
+        }
         return rv;
-    o = priv ? p11_key_private_handle(k) : k->pub;
-    if (o == CK_INVALID_HANDLE)
-        return p11_fail(CKR_KEY_HANDLE_INVALID, init_names[kind],
-                        "%s has no %s key object on the token", k->name,
-                        priv ? "private" : "public");
-    return p11_op_init_obj(op, k->tok, kind, mech, o, k->name);
+    }
 }
 
 static CK_RV op_failed(p11_op *op, CK_RV rv, const char *call)
@@ -146,6 +171,14 @@ CK_RV p11_op_update(p11_op *op, const unsigned char *in, CK_ULONG inlen,
     if (!op->active)
         return p11_fail(CKR_OPERATION_NOT_INITIALIZED, update_names[op->kind],
                         "no operation is running on this context");
+    if (p11_lease_forget_stale(&op->lease)) {
+        op->active = 0;
+        op->keep = 0;
+        return p11_fail(CKR_SESSION_HANDLE_INVALID, update_names[op->kind],
+                        "the operation began before fork() or before the module was "
+                        "re-initialised; its token session is gone: start it again");
+    }
+    p11_lease_touch(&op->lease);
     m = op->tok->m;
     h = op->lease.h;
     switch (op->kind) {
@@ -181,6 +214,14 @@ CK_RV p11_op_final(p11_op *op, unsigned char *out, CK_ULONG *outlen)
     if (!op->active)
         return p11_fail(CKR_OPERATION_NOT_INITIALIZED, final_names[op->kind],
                         "no operation is running on this context");
+    if (p11_lease_forget_stale(&op->lease)) {
+        op->active = 0;
+        op->keep = 0;
+        return p11_fail(CKR_SESSION_HANDLE_INVALID, final_names[op->kind],
+                        "the operation began before fork() or before the module was "
+                        "re-initialised; its token session is gone: start it again");
+    }
+    p11_lease_touch(&op->lease);
     m = op->tok->m;
     h = op->lease.h;
     switch (op->kind) {
@@ -223,6 +264,14 @@ CK_RV p11_op_oneshot(p11_op *op, const unsigned char *in, CK_ULONG inlen,
     if (!op->active)
         return p11_fail(CKR_OPERATION_NOT_INITIALIZED, oneshot_names[op->kind],
                         "no operation is running on this context");
+    if (p11_lease_forget_stale(&op->lease)) {
+        op->active = 0;
+        op->keep = 0;
+        return p11_fail(CKR_SESSION_HANDLE_INVALID, oneshot_names[op->kind],
+                        "the operation began before fork() or before the module was "
+                        "re-initialised; its token session is gone: start it again");
+    }
+    p11_lease_touch(&op->lease);
     m = op->tok->m;
     h = op->lease.h;
     switch (op->kind) {
@@ -263,8 +312,11 @@ void p11_op_abort(p11_op *op)
     CK_ULONG len = sizeof(scratch);
     CK_RV rv;
 
-    if (op->lease.pool == NULL) {
+    if (op->lease.pool == NULL || p11_lease_forget_stale(&op->lease)) {
+        /* Nothing leased, or a session that is not ours (the parent's after
+         * fork): nothing to end here. */
         op->active = 0;
+        op->keep = 0;
         return;
     }
     op->keep = 0;

@@ -402,12 +402,26 @@ void p11_token_destroy_object(p11_token *t, CK_OBJECT_HANDLE o, unsigned gen)
 
 void p11_tokens_forget_sessions(p11_module *m)
 {
+    /* Other threads may be using these tokens right now (a fork child's
+     * threads racing on the first use): reset state under the locks; the
+     * locks themselves were made fresh in the fork child handler. */
     for (p11_token *t = m->tokens; t != NULL; t = t->next) {
         p11_pool_reset(t->pool);
+        pthread_mutex_lock(&t->login_lock);
+        t->login_gen = 0;
+        pthread_mutex_unlock(&t->login_lock);
+        pthread_mutex_lock(&t->obj_lock);
+        t->obj_session_gen = 0;
+        pthread_mutex_unlock(&t->obj_lock);
+    }
+}
+
+void p11_tokens_reset_locks(p11_module *m)
+{
+    for (p11_token *t = m->tokens; t != NULL; t = t->next) {
         pthread_mutex_init(&t->login_lock, NULL);
         pthread_mutex_init(&t->obj_lock, NULL);
-        t->login_gen = 0;
-        t->obj_session_gen = 0;
+        p11_pool_reset_locks(t->pool);
     }
 }
 

@@ -72,6 +72,9 @@ void p11_token_destroy_object(p11_token *t, CK_OBJECT_HANDLE o, unsigned gen);
 
 /* Used by p11_module on re-initialisation and teardown. */
 void p11_tokens_forget_sessions(p11_module *m);
+/* The fork child handler (one thread): fresh token and pool locks, since a
+ * parent thread may have held them at fork time. */
+void p11_tokens_reset_locks(p11_module *m);
 void p11_tokens_free(p11_module *m);
 
 #endif

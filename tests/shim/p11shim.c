@@ -1265,9 +1265,17 @@ PLAIN_FN(C_GetInfo, (CK_INFO_PTR info), (info))
 
 SHIM_EXPORT CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
 {
+    CK_FUNCTION_LIST *real;
     struct call c;
     CK_RV rv = plain_begin(&c, F_C_GetFunctionList);
 
+    /* Load the real module now, as a caller that loads it directly would:
+     * its exit-time destructors (SoftHSM2's C++ statics) must be registered
+     * before the caller's own atexit handlers, which exit() runs first and
+     * which may still call C_Finalize (hsmprov does). Loaded at the first
+     * C_Initialize instead, the module would be torn down before them. A
+     * failure here is reported again by C_Initialize. */
+    (void)load_real(&real);
     if (!c.injected) {
         if (list == NULL) {
             rv = CKR_ARGUMENTS_BAD;

@@ -23,8 +23,9 @@
  * C_Initialize (SoftHSM2 answers CKR_CRYPTOKI_ALREADY_INITIALIZED).
  *
  * Environment, read at the first C_Initialize (again in a child after fork):
- *   P11SHIM_TARGET=/path/module.so          the real module (read at the first
- *                                           C_Initialize only)
+ *   P11SHIM_TARGET=/path/module.so          the real module (read once, when it
+ *                                           is loaded: at the first
+ *                                           C_GetFunctionList or C_Initialize)
  *   P11SHIM_FAIL=C_Login:1:CKR_PIN_INCORRECT,C_Sign:3:0x30
  *                                           fn:nth:rv, as p11shim_fail_nth(),
  *                                           counted from that C_Initialize (which
