@@ -663,6 +663,10 @@ static CK_RV digest_then(sig_ctx *c, p11_op_kind kind, unsigned char *h, CK_ULON
     CK_RV rv = p11_op_final(&c->op, h, hlen);
 
     c->op.keep = 0;
+    if (rv == CKR_OK && !p11_key_fresh(c->key->p11))
+        /* The token lost our sessions meanwhile: finding the key again
+         * needs a session of the pool, so ours goes back first. */
+        p11_op_abort(&c->op);
     if (rv == CKR_OK)
         rv = p11_op_init(&c->op, c->key->p11, kind, &mech);
     if (rv != CKR_OK)

@@ -80,7 +80,7 @@ CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
      * session takes the login and the key copy with it, so the retry on a
      * fresh session meets CKR_USER_NOT_LOGGED_IN or CKR_OBJECT_HANDLE_INVALID
      * next, and must recover from that too. */
-    int session_retried = 0, login_retried = 0, object_retried = 0;
+    int session_retried = 0, login_retried = 0, object_retried = 0, stale_retries = 0;
 
     for (;;) {
         p11_lease l = P11_LEASE_INIT;
@@ -99,6 +99,12 @@ CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
         rv = p11_lease_acquire(t->pool, &l);
         if (rv != CKR_OK)
             return rv;
+        if (!p11_key_fresh(k) && stale_retries++ < 8) {
+            /* The token lost sessions or login between our look-up and
+             * this lease: o may now name another object. */
+            p11_lease_release(&l);
+            continue;
+        }
         call = calls[kind].init_name;
         rv = op_init(t->m, kind, l.h, mech, o);
         if (rv == CKR_OK) {
@@ -120,24 +126,31 @@ CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
         case CKR_SESSION_HANDLE_INVALID:
         case CKR_SESSION_CLOSED:
             /* Sessions seldom die alone: reopen them all before use. */
-            p11_pool_invalidate(t->pool);
+            p11_token_lost(t, 1);
             p11_lease_discard(&l);
-            if (!session_retried++)
+            /* Once per loss: a session opened after this one failed can
+             * only fail if the token lost its sessions again. */
+            if (session_retried++ < 3)
                 continue;
             break;
         case CKR_USER_NOT_LOGGED_IN:
             p11_lease_release(&l);
+            /* Tokens may renumber private objects when the login goes. */
+            p11_token_lost(t, 0);
             if (!login_retried++ && p11_token_relogin(t) == CKR_OK)
                 continue;
             break;
         case CKR_OBJECT_HANDLE_INVALID:
         case CKR_KEY_HANDLE_INVALID:
+        case CKR_KEY_FUNCTION_NOT_PERMITTED:
+        case CKR_KEY_TYPE_INCONSISTENT:
+            /* A handle of ours that is invalid, or names a key unfit for
+             * this, is most likely stale: the token renumbered its objects. */
             p11_lease_release(&l);
             if (!object_retried++) {
                 /* The copy died with its session, or the token renumbered
                  * its objects: find them again. */
-                p11_key_drop_copy(k);
-                atomic_store(&k->gen, 0);
+                p11_key_handle_failed(k, o);
                 continue;
             }
             break;
@@ -146,10 +159,7 @@ CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
         case CKR_DEVICE_ERROR:
             /* Fail now; when the token is back, fresh sessions, a fresh
              * login and the objects found again make it work (no restart). */
-            p11_pool_invalidate(t->pool);
-            p11_token_forget_login(t);
-            p11_key_drop_copy(k);
-            atomic_store(&k->gen, 0);
+            p11_token_lost(t, 1);
             p11_lease_discard(&l);
             break;
         default:

@@ -162,6 +162,7 @@ static CK_RV open_session(p11_pool *p, struct pool_session *s)
                       &s->h);
     if (rv != CKR_OK)
         return p11_fail(rv, "C_OpenSession", "token \"%s\"", p->tok->label);
+    p11_token_check_session(p->tok, s->h);
     s->open = 1;
     s->gen = atomic_load(&m->gen);
     s->sepoch = atomic_load(&p->session_epoch);

@@ -251,6 +251,7 @@ CK_RV p11_key_load(p11_token *t, CK_OBJECT_HANDLE o, p11_key **out)
     pthread_mutex_init(&k->refind_lock, NULL);
     k->tok = t;
     atomic_init(&k->gen, atomic_load(&t->m->gen));
+    atomic_init(&k->epoch, atomic_load(&t->epoch));
     rv = p11_read_ulong(t, o, CKA_CLASS, &k->cls);
     if (rv == CKR_OK)
         rv = p11_read_ulong(t, o, CKA_KEY_TYPE, &k->type);
@@ -285,34 +286,54 @@ CK_RV p11_key_load(p11_token *t, CK_OBJECT_HANDLE o, p11_key **out)
 CK_OBJECT_HANDLE p11_key_private_handle(p11_key *k)
 {
     p11_token *t = k->tok;
-    unsigned gen = atomic_load(&t->m->gen);
+    unsigned gen = atomic_load(&t->m->gen), epoch = atomic_load(&t->epoch);
     CK_OBJECT_HANDLE h;
     CK_BBOOL no = CK_FALSE;
     CK_ATTRIBUTE tmpl[] = {{CKA_TOKEN, &no, sizeof(no)}};
     unsigned copy_gen;
 
-    if (atomic_load(&k->copy_gen) == gen)
+    if (atomic_load(&k->copy_gen) == gen && atomic_load(&k->copy_epoch) == epoch)
         return atomic_load(&k->copy);
     if (!t->m->cache_keys || atomic_load(&k->copy_refused) ||
         k->priv == CK_INVALID_HANDLE)
         return k->priv;
     pthread_mutex_lock(&k->refind_lock);
-    if (atomic_load(&k->copy_gen) != gen) {
-        if (p11_token_copy_object(t, k->priv, tmpl, 1, &h, &copy_gen) == CKR_OK) {
+    if (atomic_load(&k->copy_gen) != gen || atomic_load(&k->copy_epoch) != epoch) {
+        CK_RV rv = p11_token_copy_object(t, k->priv, tmpl, 1, &h, &copy_gen);
+
+        if (rv == CKR_OK) {
             atomic_store(&k->copy, h);
+            atomic_store(&k->copy_epoch, epoch);
             atomic_store(&k->copy_gen, copy_gen);
-        } else {
+        } else if (rv != CKR_SESSION_HANDLE_INVALID && rv != CKR_SESSION_CLOSED &&
+                   rv != CKR_OBJECT_HANDLE_INVALID && rv != CKR_DEVICE_REMOVED &&
+                   rv != CKR_TOKEN_NOT_PRESENT && rv != CKR_USER_NOT_LOGGED_IN) {
+            /* The token will not copy this key (CKA_COPYABLE false, ...):
+             * use the token object from now on. */
             atomic_store(&k->copy_refused, 1);
-            p11_failure_clear();
         }
+        p11_failure_clear();
     }
     pthread_mutex_unlock(&k->refind_lock);
-    return atomic_load(&k->copy_gen) == gen ? atomic_load(&k->copy) : k->priv;
+    return atomic_load(&k->copy_gen) == gen && atomic_load(&k->copy_epoch) == epoch
+               ? atomic_load(&k->copy)
+               : k->priv;
 }
 
-void p11_key_drop_copy(p11_key *k)
+void p11_key_handle_failed(p11_key *k, CK_OBJECT_HANDLE h)
 {
-    atomic_store(&k->copy_gen, 0);
+    pthread_mutex_lock(&k->refind_lock);
+    if (atomic_load(&k->copy_gen) != 0 && atomic_load(&k->copy) == h)
+        atomic_store(&k->copy_gen, 0);
+    else if (k->priv == h || k->pub == h)
+        atomic_store(&k->gen, 0); /* find the objects again */
+    pthread_mutex_unlock(&k->refind_lock);
+}
+
+int p11_key_fresh(p11_key *k)
+{
+    return atomic_load(&k->epoch) == atomic_load(&k->tok->epoch) &&
+           atomic_load(&k->gen) == atomic_load(&k->tok->m->gen);
 }
 
 void p11_key_up(p11_key *k)
@@ -324,7 +345,8 @@ void p11_key_free(p11_key *k)
 {
     if (k == NULL || atomic_fetch_sub(&k->refs, 1) > 1)
         return;
-    if (atomic_load(&k->copy_gen) != 0)
+    if (atomic_load(&k->copy_gen) != 0 &&
+        atomic_load(&k->copy_epoch) == atomic_load(&k->tok->epoch))
         p11_token_destroy_object(k->tok, atomic_load(&k->copy),
                                  atomic_load(&k->copy_gen));
     free(k->id);
@@ -369,10 +391,10 @@ CK_RV p11_key_current(p11_key *k)
     if (rv != CKR_OK)
         return rv;
     gen = atomic_load(&m->gen);
-    if (atomic_load(&k->gen) == gen)
+    if (p11_key_fresh(k))
         return CKR_OK;
     pthread_mutex_lock(&k->refind_lock);
-    rv = atomic_load(&k->gen) == gen ? CKR_OK : refind_both(k, gen);
+    rv = p11_key_fresh(k) ? CKR_OK : refind_both(k, gen);
     pthread_mutex_unlock(&k->refind_lock);
     return rv;
 }
@@ -380,6 +402,7 @@ CK_RV p11_key_current(p11_key *k)
 /* Called with refind_lock held. */
 static CK_RV refind_both(p11_key *k, unsigned gen)
 {
+    unsigned epoch = atomic_load(&k->tok->epoch);
     CK_OBJECT_HANDLE priv, pub;
     CK_RV rv;
 
@@ -404,6 +427,7 @@ static CK_RV refind_both(p11_key *k, unsigned gen)
                         "%s is no longer on the token", k->name);
     k->priv = priv;
     k->pub = pub;
+    atomic_store(&k->epoch, epoch);
     atomic_store(&k->gen, gen);
     return CKR_OK;
 }

@@ -17,13 +17,14 @@ typedef struct p11_key {
      * after fork or re-initialisation they are found again by identity. */
     _Atomic CK_OBJECT_HANDLE priv, pub;
     atomic_uint gen;
+    atomic_uint epoch;           /* token epoch the handles were found in */
     pthread_mutex_t refind_lock; /* one thread finds the objects again */
     /* A sensitive session-object copy of the private key (C_CopyObject,
      * still inside the token): SoftHSM2 decrypts a token object's key on
      * every use, not a session object's. Valid while copy_gen is the module
      * generation; re-made after fork, re-initialisation or session loss. */
     _Atomic CK_OBJECT_HANDLE copy;
-    atomic_uint copy_gen;
+    atomic_uint copy_gen, copy_epoch;
     atomic_int copy_refused; /* the token would not copy it: do not ask again */
     unsigned char *id;
     CK_ULONG id_len;
@@ -53,10 +54,13 @@ void p11_key_free(p11_key *k);
 /* The handle to use for a private-key operation: the session copy when
  * enabled and possible, else the token object. */
 CK_OBJECT_HANDLE p11_key_private_handle(p11_key *k);
-/* The copy turned out dead (object handle invalid): forget it. */
-void p11_key_drop_copy(p11_key *k);
+/* Handle h of k turned out invalid: forget it (the copy, or the objects,
+ * which are then found again), unless it was already replaced. */
+void p11_key_handle_failed(p11_key *k, CK_OBJECT_HANDLE h);
 /* Makes sure k's handles belong to the module's current generation, finding
  * the objects again by identity if not. */
 CK_RV p11_key_current(p11_key *k);
+/* Whether k's handles are of the module's generation and the token's epoch. */
+int p11_key_fresh(p11_key *k);
 
 #endif

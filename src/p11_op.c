@@ -56,8 +56,11 @@ static CK_RV mech_fail(CK_RV rv, const char *call, CK_MECHANISM *mech, const cha
                     (unsigned long)mech->mechanism);
 }
 
-CK_RV p11_op_init_obj(p11_op *op, p11_token *t, p11_op_kind kind, CK_MECHANISM *mech,
-                      CK_OBJECT_HANDLE o, const char *name)
+/* o was valid in token epoch `epoch`. A handle from an older epoch may name
+ * another object now: rather than use it, answer CKR_OBJECT_HANDLE_INVALID so
+ * that the caller finds (or makes) its object again. */
+static CK_RV init_obj(p11_op *op, p11_token *t, p11_op_kind kind, CK_MECHANISM *mech,
+                      CK_OBJECT_HANDLE o, const char *name, unsigned epoch)
 {
     CK_RV rv;
 
@@ -83,6 +86,12 @@ CK_RV p11_op_init_obj(p11_op *op, p11_token *t, p11_op_kind kind, CK_MECHANISM *
         } else {
             p11_lease_touch(&op->lease);
         }
+        if (o != CK_INVALID_HANDLE && atomic_load(&t->epoch) != epoch) {
+            p11_lease_release(&op->lease);
+            return p11_fail(CKR_OBJECT_HANDLE_INVALID, init_names[kind],
+                            "%s: the token lost its sessions since the key was found",
+                            name);
+        }
         rv = call_init(op, mech, o);
         if (rv == CKR_OK) {
             op->active = 1;
@@ -90,11 +99,13 @@ CK_RV p11_op_init_obj(p11_op *op, p11_token *t, p11_op_kind kind, CK_MECHANISM *
         }
         if ((rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED) &&
             tries == 0) {
+            p11_token_lost(t, 1);
             p11_lease_discard(&op->lease);
-            continue;
+            continue; /* the epoch check above sends a keyed init back */
         }
         if (rv == CKR_USER_NOT_LOGGED_IN && tries < 2) {
             p11_lease_release(&op->lease);
+            p11_token_lost(t, 0);
             if (p11_token_relogin(t) == CKR_OK)
                 continue;
         }
@@ -109,6 +120,12 @@ CK_RV p11_op_init_obj(p11_op *op, p11_token *t, p11_op_kind kind, CK_MECHANISM *
     }
 }
 
+CK_RV p11_op_init_obj(p11_op *op, p11_token *t, p11_op_kind kind, CK_MECHANISM *mech,
+                      CK_OBJECT_HANDLE o, const char *name)
+{
+    return init_obj(op, t, kind, mech, o, name, atomic_load(&t->epoch));
+}
+
 CK_RV p11_op_digest_init(p11_op *op, p11_token *t, CK_MECHANISM *mech)
 {
     return p11_op_init_obj(op, t, P11_DIGEST, mech, CK_INVALID_HANDLE, t->label);
@@ -120,23 +137,25 @@ CK_RV p11_op_init(p11_op *op, p11_key *k, p11_op_kind kind, CK_MECHANISM *mech)
 
     for (int retried = 0;; retried++) {
         CK_OBJECT_HANDLE o;
+        unsigned epoch;
         CK_RV rv = p11_key_current(k);
 
         if (rv != CKR_OK)
             return rv;
+        epoch = atomic_load(&k->epoch);
         o = priv ? p11_key_private_handle(k) : k->pub;
         if (o == CK_INVALID_HANDLE)
             return p11_fail(CKR_KEY_HANDLE_INVALID, init_names[kind],
                             "%s has no %s key object on the token", k->name,
                             priv ? "private" : "public");
-        rv = p11_op_init_obj(op, k->tok, kind, mech, o, k->name);
-        if ((rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID) &&
-            !retried) {
+        rv = init_obj(op, k->tok, kind, mech, o, k->name, epoch);
+        if ((rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID ||
+             rv == CKR_KEY_FUNCTION_NOT_PERMITTED || rv == CKR_KEY_TYPE_INCONSISTENT) &&
+            retried < 3) {
             /* The key copy died with its session (session loss, logout,
              * token removal), or the token renumbered its objects: find
              * them again, once, as p11_oneshot does. */
-            p11_key_drop_copy(k);
-            atomic_store(&k->gen, 0);
+            p11_key_handle_failed(k, o);
             p11_failure_clear();
             continue;
         }
@@ -151,9 +170,7 @@ static CK_RV op_failed(p11_op *op, CK_RV rv, const char *call)
         p11_op_abort(op);
     else if (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED ||
              rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT) {
-        p11_pool_invalidate(op->tok->pool);
-        if (rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT)
-            p11_token_forget_login(op->tok);
+        p11_token_lost(op->tok, 1);
         p11_lease_discard(&op->lease);
         op->active = 0;
     } else

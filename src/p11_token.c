@@ -200,7 +200,7 @@ int p11_token_needs_login(p11_token *t)
     if (!(t->info.flags & CKF_LOGIN_REQUIRED))
         return 0;
     pthread_mutex_lock(&t->login_lock);
-    needs = t->login_gen != gen;
+    needs = atomic_load(&t->login_gen) != gen;
     pthread_mutex_unlock(&t->login_lock);
     return needs;
 }
@@ -255,7 +255,7 @@ static CK_RV do_login(p11_token *t, const char *pin, size_t len)
         pin_replace(&t->bad_pin, &t->bad_pin_len, pin, len);
     if (rv != CKR_OK)
         return p11_fail(rv, "C_Login", "token \"%s\"", t->label);
-    t->login_gen = atomic_load(&t->m->gen);
+    atomic_store(&t->login_gen, atomic_load(&t->m->gen));
     return CKR_OK;
 }
 
@@ -264,7 +264,7 @@ CK_RV p11_token_login(p11_token *t, const char *pin, size_t len)
     CK_RV rv = CKR_OK;
 
     pthread_mutex_lock(&t->login_lock);
-    if (t->login_gen != atomic_load(&t->m->gen) ||
+    if (atomic_load(&t->login_gen) != atomic_load(&t->m->gen) ||
         !pin_equal(t->pin, t->pin_len, pin, len)) {
         rv = do_login(t, pin, len);
         if (rv == CKR_OK && !pin_equal(t->pin, t->pin_len, pin, len))
@@ -274,10 +274,34 @@ CK_RV p11_token_login(p11_token *t, const char *pin, size_t len)
     return rv;
 }
 
+void p11_token_check_session(p11_token *t, CK_SESSION_HANDLE h)
+{
+    CK_SESSION_INFO si;
+
+    if (!(t->info.flags & CKF_LOGIN_REQUIRED) ||
+        atomic_load(&t->login_gen) != atomic_load(&t->m->gen))
+        return;
+    if (P11_CALL(t->m, C_GetSessionInfo, h, &si) == CKR_OK &&
+        (si.state == CKS_RO_PUBLIC_SESSION || si.state == CKS_RW_PUBLIC_SESSION)) {
+        p11_debug("token \"%s\" logged us out: all its sessions were lost", t->label);
+        p11_token_lost(t, 1);
+    }
+}
+
+void p11_token_lost(p11_token *t, int sessions)
+{
+    /* The epoch moves first: whoever gets a session reopened after this
+     * finds the new epoch and looks its objects up again. */
+    atomic_fetch_add(&t->epoch, 1);
+    if (sessions)
+        p11_pool_invalidate(t->pool);
+    p11_token_forget_login(t);
+}
+
 void p11_token_forget_login(p11_token *t)
 {
     pthread_mutex_lock(&t->login_lock);
-    t->login_gen = 0;
+    atomic_store(&t->login_gen, 0);
     pthread_mutex_unlock(&t->login_lock);
 }
 
@@ -334,16 +358,20 @@ CK_RV p11_token_check_mech(p11_token *t, CK_MECHANISM_TYPE mech)
 /* Called with obj_lock held. */
 static CK_RV object_session(p11_token *t, unsigned *gen)
 {
-    unsigned g = atomic_load(&t->m->gen);
+    unsigned g = atomic_load(&t->m->gen), e = atomic_load(&t->epoch);
     CK_RV rv;
 
-    if (t->obj_session_gen != g) {
+    if (t->obj_session_gen != g || t->obj_session_epoch != e) {
+        if (t->obj_session_gen == g)
+            P11_CALL(t->m, C_CloseSession, t->obj_session); /* probably dead already */
         rv = P11_CALL(t->m, C_OpenSession, t->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
                       NULL, NULL, &t->obj_session);
         if (rv != CKR_OK)
             return p11_fail(rv, "C_OpenSession", "token \"%s\" (object session)",
                             t->label);
+        p11_token_check_session(t, t->obj_session);
         t->obj_session_gen = g;
+        t->obj_session_epoch = atomic_load(&t->epoch);
     }
     *gen = g;
     return CKR_OK;
@@ -369,7 +397,15 @@ static CK_RV make_object(p11_token *t, CK_OBJECT_HANDLE src, CK_ATTRIBUTE *tmpl,
             rv = P11_CALL(t->m, C_CopyObject, t->obj_session, src, tmpl, n, out);
         if (rv != CKR_SESSION_HANDLE_INVALID && rv != CKR_SESSION_CLOSED)
             break;
-        t->obj_session_gen = 0; /* reopen once */
+        /* The token lost our sessions: a new epoch, and a new object
+         * session. A copy is not retried: its source handle is of the old
+         * epoch and may now name another object; the caller finds it again. */
+        t->obj_session_gen = 0;
+        pthread_mutex_unlock(&t->obj_lock);
+        p11_token_lost(t, 1);
+        pthread_mutex_lock(&t->obj_lock);
+        if (src != CK_INVALID_HANDLE)
+            break;
     }
     pthread_mutex_unlock(&t->obj_lock);
     if (rv != CKR_OK)
@@ -395,6 +431,7 @@ void p11_token_destroy_object(p11_token *t, CK_OBJECT_HANDLE o, unsigned gen)
         return;
     pthread_mutex_lock(&t->obj_lock);
     if (gen == atomic_load(&t->m->gen) && t->obj_session_gen == gen &&
+        t->obj_session_epoch == atomic_load(&t->epoch) &&
         atomic_load(&t->m->ready_fork_gen) == p11_fork_generation())
         P11_CALL(t->m, C_DestroyObject, t->obj_session, o);
     pthread_mutex_unlock(&t->obj_lock);
@@ -408,7 +445,7 @@ void p11_tokens_forget_sessions(p11_module *m)
     for (p11_token *t = m->tokens; t != NULL; t = t->next) {
         p11_pool_reset(t->pool);
         pthread_mutex_lock(&t->login_lock);
-        t->login_gen = 0;
+        atomic_store(&t->login_gen, 0);
         pthread_mutex_unlock(&t->login_lock);
         pthread_mutex_lock(&t->obj_lock);
         t->obj_session_gen = 0;

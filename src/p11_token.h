@@ -17,7 +17,7 @@ struct p11_token {
     p11_pool *pool;
 
     pthread_mutex_t login_lock; /* serialises C_Login; never held across a lease wait */
-    unsigned login_gen;         /* module generation we are logged in for; 0: not */
+    atomic_uint login_gen;      /* module generation we are logged in for; 0: not */
     /* The PIN that last worked, kept to log in again after the token forgot
      * (session loss, fork). Wiped when the token is freed. */
     char *pin;
@@ -29,6 +29,14 @@ struct p11_token {
 
     CK_MECHANISM_TYPE *mechs;
     CK_ULONG n_mechs;
+
+    /* Bumped whenever the token may have renumbered or dropped objects
+     * without a module re-initialisation: its sessions were lost (closed,
+     * removed) or its login was. Object handles (key records, key copies)
+     * remember the epoch they were found in; a handle from an older epoch is
+     * never used, since the token may have given its number to another object. */
+    atomic_uint epoch;
+    unsigned obj_session_epoch;
 
     /* Session objects (cipher keys from raw bytes, key copies) are created on
      * a session of their own, outside the pool: a session object dies with
@@ -53,6 +61,14 @@ int p11_token_needs_login(p11_token *t);
 CK_RV p11_token_login(p11_token *t, const char *pin, size_t pin_len);
 /* The token was removed: our login is gone with it. */
 void p11_token_forget_login(p11_token *t);
+/* After C_OpenSession: when we believe we are logged in but the new session
+ * says otherwise, the token lost all our sessions (closing the last one logs
+ * out): declare the loss now, before any old object handle is used. */
+void p11_token_check_session(p11_token *t, CK_SESSION_HANDLE h);
+/* The token lost our sessions (sessions != 0: every session, e.g. removal or
+ * an invalid session handle) or only our login: new epoch, no login, and
+ * with sessions every pool session is reopened before use. */
+void p11_token_lost(p11_token *t, int sessions);
 /* After the token forgot our login: log in again with the PIN that worked. */
 CK_RV p11_token_relogin(p11_token *t);
 
