@@ -13,6 +13,7 @@
 #include <string.h>
 
 int p11_debug_enabled;
+_Thread_local unsigned p11_call_depth;
 static atomic_uint fork_gen;
 static pthread_once_t process_once = PTHREAD_ONCE_INIT;
 

@@ -63,8 +63,31 @@ extern int p11_debug_enabled;
 CK_RV p11_trace(const char *call, CK_RV rv);
 void p11_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Calls into a module running on this thread now. A module that uses
+ * OpenSSL itself (SoftHSM2) comes back into this provider from inside a call
+ * when hsmprov's implementation wins its fetch (an AES it asks OpenSSL for,
+ * with default_properties = ?provider=hsmprov): such a nested use must not
+ * call the module again, which would deadlock (DESIGN §2.11). */
+extern _Thread_local unsigned p11_call_depth;
+
+static inline CK_RV p11_call_done(CK_RV rv)
+{
+    p11_call_depth--;
+    return rv;
+}
+
+/* Modules that use OpenSSL themselves (SoftHSM2) leave entries on the
+ * calling thread's OpenSSL error queue, even when they succeed; a stale entry
+ * makes TLS fail a later, unrelated step. Each call is bracketed by an error
+ * mark and whatever the module queued is dropped: our own failure text
+ * (p11_fail) is what gets reported. */
+void p11_err_mark(void);
+CK_RV p11_err_pop(CK_RV rv);
+
 #define P11_CALL(m, fn, ...)                                                             \
-    (p11_debug_enabled ? p11_trace(#fn, (m)->fl->fn(__VA_ARGS__))                        \
-                       : (m)->fl->fn(__VA_ARGS__))
+    (p11_call_depth++, p11_err_mark(),                                                   \
+     p11_call_done(p11_err_pop(p11_debug_enabled                                         \
+                                   ? p11_trace(#fn, (m)->fl->fn(__VA_ARGS__))            \
+                                   : (m)->fl->fn(__VA_ARGS__))))
 
 #endif

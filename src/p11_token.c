@@ -39,10 +39,8 @@ static p11_token *token_for_slot(p11_module *m, CK_SLOT_ID slot,
 
     for (t = m->tokens; t != NULL; t = t->next)
         if (t->slot == slot && memcmp(t->info.label, info->label, 32) == 0 &&
-            memcmp(t->info.serialNumber, info->serialNumber, 16) == 0) {
-            t->info = *info;
-            return t;
-        }
+            memcmp(t->info.serialNumber, info->serialNumber, 16) == 0)
+            return t; /* its info is read without locks: never rewritten */
     t = calloc(1, sizeof(*t));
     if (t == NULL)
         return NULL;
