@@ -33,6 +33,7 @@ typedef struct store_ctx {
     int started, failed;
     struct found *items;
     size_t n, next;
+    CK_ATTRIBUTE *find_attrs;
 } store_ctx;
 
 static void *store_open(void *provctx, const char *uri)
@@ -112,6 +113,7 @@ static int start(store_ctx *sc, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
     p11_module *m = hp_module(sc->pctx);
     p11_token **toks = NULL;
     size_t ntok = 0, matched = 0;
+    static CK_BBOOL on_token = CK_TRUE;
     CK_ATTRIBUTE *attrs;
     CK_ULONG nattrs;
     CK_RV rv;
@@ -122,6 +124,21 @@ static int start(store_ctx *sc, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
     if (rv != CKR_OK)
         goto p11err;
     attrs = p11_uri_object_attrs(sc->uri, &nattrs);
+    /* Token objects only: session objects of this process are key copies
+     * and cipher keys of ours, not something to list or load. */
+    {
+        CK_ATTRIBUTE *with_token = calloc(nattrs + 1, sizeof(*with_token));
+
+        if (with_token == NULL) {
+            free(toks);
+            return 0;
+        }
+        if (nattrs > 0)
+            memcpy(with_token, attrs, nattrs * sizeof(*attrs));
+        with_token[nattrs++] = (CK_ATTRIBUTE){CKA_TOKEN, &on_token, sizeof(on_token)};
+        sc->find_attrs = with_token;
+        attrs = with_token;
+    }
     for (size_t i = 0; i < ntok; i++) {
         p11_token *t = toks[i];
         CK_SLOT_INFO si;
@@ -286,6 +303,7 @@ static int store_close(void *loaderctx)
     store_ctx *sc = loaderctx;
 
     p11_uri_free(sc->uri);
+    free(sc->find_attrs);
     free(sc->items);
     free(sc);
     return 1;

@@ -165,17 +165,21 @@ static char *key_name(const p11_key *k)
 static CK_OBJECT_HANDLE find_public(p11_key *k)
 {
     CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
-    CK_ATTRIBUTE tmpl[3] = {
+    CK_BBOOL yes = CK_TRUE;
+    /* CKA_TOKEN: never our own session objects (key copies), which a
+     * concurrent search may even see half-made. */
+    CK_ATTRIBUTE tmpl[4] = {
         {CKA_CLASS, &cls, sizeof(cls)},
         {CKA_KEY_TYPE, &k->type, sizeof(k->type)},
         {CKA_ID, k->id, k->id_len},
+        {CKA_TOKEN, &yes, sizeof(yes)},
     };
     CK_OBJECT_HANDLE *v, h = CK_INVALID_HANDLE;
     CK_ULONG n;
 
     if (k->id_len == 0)
         return CK_INVALID_HANDLE;
-    if (p11_find_objects(k->tok, tmpl, 3, &v, &n) != CKR_OK)
+    if (p11_find_objects(k->tok, tmpl, 4, &v, &n) != CKR_OK)
         return CK_INVALID_HANDLE;
     if (n > 0)
         h = v[0];
@@ -362,16 +366,18 @@ void p11_key_free(p11_key *k)
 
 static CK_OBJECT_HANDLE refind(p11_key *k, CK_OBJECT_CLASS cls)
 {
-    CK_ATTRIBUTE tmpl[4] = {
+    CK_BBOOL yes = CK_TRUE;
+    CK_ATTRIBUTE tmpl[5] = {
         {CKA_CLASS, &cls, sizeof(cls)},
         {CKA_KEY_TYPE, &k->type, sizeof(k->type)},
         {CKA_ID, k->id, k->id_len},
         {CKA_LABEL, k->label, k->label ? strlen(k->label) : 0},
+        {CKA_TOKEN, &yes, sizeof(yes)},
     };
     CK_OBJECT_HANDLE *v, h = CK_INVALID_HANDLE;
     CK_ULONG n;
 
-    if (p11_find_objects(k->tok, tmpl, 4, &v, &n) != CKR_OK)
+    if (p11_find_objects(k->tok, tmpl, 5, &v, &n) != CKR_OK)
         return CK_INVALID_HANDLE;
     if (n > 0)
         h = v[0];
