@@ -102,3 +102,5 @@ ENCODER(hp_rsa_spki_der_encoder_functions, enc_der);
 ENCODER(hp_rsa_spki_pem_encoder_functions, enc_pem);
 ENCODER(hp_ec_spki_der_encoder_functions, enc_der);
 ENCODER(hp_ec_spki_pem_encoder_functions, enc_pem);
+ENCODER(hp_ed25519_spki_der_encoder_functions, enc_der);
+ENCODER(hp_ed25519_spki_pem_encoder_functions, enc_pem);

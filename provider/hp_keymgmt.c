@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static OSSL_FUNC_keymgmt_new_fn km_rsa_new, km_rsapss_new, km_ec_new;
+static OSSL_FUNC_keymgmt_new_fn km_rsa_new, km_rsapss_new, km_ec_new, km_ed25519_new;
 static OSSL_FUNC_keymgmt_free_fn km_free;
 static OSSL_FUNC_keymgmt_load_fn km_load;
 static OSSL_FUNC_keymgmt_has_fn km_has;
@@ -58,6 +58,29 @@ static void *km_ec_new(void *provctx)
     return key_new(provctx, HP_KEY_EC);
 }
 
+static void *km_ed25519_new(void *provctx)
+{
+    return key_new(provctx, HP_KEY_ED25519);
+}
+
+/* EC and Ed25519 keys: the public half is a point (or a 32-byte string). */
+static int has_point(const hp_key *k)
+{
+    return k->kind == HP_KEY_EC || k->kind == HP_KEY_ED25519;
+}
+
+/* CKA_EC_PARAMS of an Ed25519 key: the OID 1.3.101.112, or (PKCS#11 3.0
+ * drafts, SoftHSM2) the printable string "edwards25519". */
+static int is_ed25519_params(const unsigned char *p, size_t len)
+{
+    static const unsigned char oid[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
+    static const unsigned char name[] = {0x13, 0x0c, 'e', 'd', 'w', 'a', 'r',
+                                         'd',  's',  '2', '5', '5', '1', '9'};
+
+    return (len == sizeof(oid) && memcmp(p, oid, len) == 0) ||
+           (len == sizeof(name) && memcmp(p, name, len) == 0);
+}
+
 static void km_free(void *keydata)
 {
     hp_key *k = keydata;
@@ -78,6 +101,8 @@ const char *hp_key_type_name(const p11_key *k)
         return "RSA";
     case CKK_EC:
         return "EC";
+    case CKK_EC_EDWARDS:
+        return is_ed25519_params(k->ec_params, k->ec_params_len) ? "ED25519" : NULL;
     }
     return NULL;
 }
@@ -140,12 +165,14 @@ hp_key *hp_key_from_p11(hp_provctx *pctx, p11_key *pk)
 {
     hp_key *k;
 
-    if (pk->type != CKK_RSA && pk->type != CKK_EC) {
+    if (hp_key_type_name(pk) == NULL) {
         hp_raise(pctx, HP_R_UNSUPPORTED, "%s: key type 0x%lx is not supported", pk->name,
                  (unsigned long)pk->type);
         return NULL;
     }
-    k = key_new(pctx, pk->type == CKK_RSA ? HP_KEY_RSA : HP_KEY_EC);
+    k = key_new(pctx, pk->type == CKK_RSA  ? HP_KEY_RSA
+                      : pk->type == CKK_EC ? HP_KEY_EC
+                                           : HP_KEY_ED25519);
     if (k == NULL)
         return NULL;
     if (pk->type == CKK_RSA) {
@@ -157,7 +184,9 @@ hp_key *hp_key_from_p11(hp_provctx *pctx, p11_key *pk)
         if (k->n == NULL || k->e == NULL)
             goto err;
     } else {
-        if (!curve_from_params(k, pk->ec_params, pk->ec_params_len)) {
+        if (k->kind == HP_KEY_ED25519) {
+            k->bits = 256;
+        } else if (!curve_from_params(k, pk->ec_params, pk->ec_params_len)) {
             hp_raise(pctx, HP_R_UNSUPPORTED,
                      "%s: CKA_EC_PARAMS is not a named curve known "
                      "to OpenSSL",
@@ -199,7 +228,7 @@ static void *km_load(const void *reference, size_t reference_sz)
 
 static int has_public(const hp_key *k)
 {
-    return k->kind == HP_KEY_EC ? k->point != NULL : k->n != NULL;
+    return has_point(k) ? k->point != NULL : k->n != NULL;
 }
 
 static int has_private(const hp_key *k)
@@ -238,7 +267,8 @@ static int km_match(const void *keydata1, const void *keydata2, int selection)
 {
     const hp_key *a = keydata1, *b = keydata2;
 
-    if (a->kind != b->kind && !(a->kind != HP_KEY_EC && b->kind != HP_KEY_EC))
+    /* RSA and RSA-PSS keys compare by their numbers; others by kind. */
+    if (a->kind != b->kind && (has_point(a) || has_point(b)))
         return 0;
     if (a->kind == HP_KEY_EC &&
         (selection &
@@ -248,7 +278,7 @@ static int km_match(const void *keydata1, const void *keydata2, int selection)
     if (selection & OSSL_KEYMGMT_SELECT_KEYPAIR) {
         if (!has_public(a) || !has_public(b))
             return 0;
-        if (a->kind == HP_KEY_EC)
+        if (has_point(a))
             return a->point_len == b->point_len &&
                    memcmp(a->point, b->point, a->point_len) == 0;
         return bytes_eq(a->n, a->n_len, b->n, b->n_len) &&
@@ -284,6 +314,19 @@ static int km_import(void *keydata, int selection, const OSSL_PARAM params[])
     if (OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_RSA_D) != NULL ||
         OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_PRIV_KEY) != NULL)
         return 0;
+    if (k->kind == HP_KEY_ED25519) {
+        const OSSL_PARAM *pub = OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_PUB_KEY);
+        const void *pv;
+        size_t plen;
+
+        if (pub == NULL || !OSSL_PARAM_get_octet_string_ptr(pub, &pv, &plen) ||
+            plen != 32)
+            return 0;
+        k->bits = 256;
+        k->point = dup_bytes(pv, plen);
+        k->point_len = plen;
+        return k->point != NULL;
+    }
     if (k->kind == HP_KEY_EC) {
         const OSSL_PARAM *g = OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_GROUP_NAME);
         const OSSL_PARAM *pub = OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_PUB_KEY);
@@ -364,7 +407,12 @@ static int km_export(void *keydata, int selection, OSSL_CALLBACK *cb, void *cbar
     bld = OSSL_PARAM_BLD_new();
     if (bld == NULL)
         return 0;
-    if (k->kind == HP_KEY_EC) {
+    if (k->kind == HP_KEY_ED25519) {
+        if ((selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY) &&
+            !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, k->point,
+                                              k->point_len))
+            goto end;
+    } else if (k->kind == HP_KEY_EC) {
         if (!OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, k->group,
                                              0))
             goto end;
@@ -398,8 +446,12 @@ struct fromdata_arg {
 static int fromdata_cb(const OSSL_PARAM params[], void *arg)
 {
     struct fromdata_arg *fa = arg;
-    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(
-        fa->k->pctx->libctx, fa->k->kind == HP_KEY_EC ? "EC" : "RSA", NULL);
+    EVP_PKEY_CTX *ctx =
+        EVP_PKEY_CTX_new_from_name(fa->k->pctx->libctx,
+                                   fa->k->kind == HP_KEY_EC        ? "EC"
+                                   : fa->k->kind == HP_KEY_ED25519 ? "ED25519"
+                                                                   : "RSA",
+                                   NULL);
     int ok =
         ctx != NULL && EVP_PKEY_fromdata_init(ctx) > 0 &&
         EVP_PKEY_fromdata(ctx, &fa->pkey, EVP_PKEY_PUBLIC_KEY, (OSSL_PARAM *)params) > 0;
@@ -432,6 +484,8 @@ static int der_len_len(size_t n)
 
 size_t hp_key_size(const hp_key *k)
 {
+    if (k->kind == HP_KEY_ED25519)
+        return 64;
     if (k->kind == HP_KEY_EC) {
         /* DER ECDSA-Sig-Value of two integers of the order's size. */
         size_t i = (size_t)(k->bits + 7) / 8 + 1;
@@ -454,12 +508,27 @@ static int km_get_params(void *keydata, OSSL_PARAM params[])
         !OSSL_PARAM_set_int(p, k->bits))
         return 0;
     if ((p = OSSL_PARAM_locate(params, OSSL_PKEY_PARAM_SECURITY_BITS)) != NULL &&
-        !OSSL_PARAM_set_int(p, k->kind == HP_KEY_EC ? k->bits / 2
-                                                    : BN_security_bits(k->bits, -1)))
+        !OSSL_PARAM_set_int(p,
+                            has_point(k) ? k->bits / 2 : BN_security_bits(k->bits, -1)))
         return 0;
     if ((p = OSSL_PARAM_locate(params, OSSL_PKEY_PARAM_MAX_SIZE)) != NULL &&
         !OSSL_PARAM_set_int(p, (int)hp_key_size(k)))
         return 0;
+    if (k->kind == HP_KEY_ED25519) {
+        /* EdDSA hashes inside the signature: no digest may be chosen. */
+        if ((p = OSSL_PARAM_locate(params, OSSL_PKEY_PARAM_MANDATORY_DIGEST)) != NULL &&
+            !OSSL_PARAM_set_utf8_string(p, ""))
+            return 0;
+        if (k->point != NULL &&
+            (p = OSSL_PARAM_locate(params, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY)) != NULL &&
+            !OSSL_PARAM_set_octet_string(p, k->point, k->point_len))
+            return 0;
+        if (k->point != NULL &&
+            (p = OSSL_PARAM_locate(params, OSSL_PKEY_PARAM_PUB_KEY)) != NULL &&
+            !OSSL_PARAM_set_octet_string(p, k->point, k->point_len))
+            return 0;
+        return 1;
+    }
     if ((p = OSSL_PARAM_locate(params, OSSL_PKEY_PARAM_DEFAULT_DIGEST)) != NULL &&
         !OSSL_PARAM_set_utf8_string(p, "SHA256"))
         return 0;
@@ -526,6 +595,36 @@ static const OSSL_PARAM ec_gettable[] = {
     OSSL_PARAM_END,
 };
 
+static const OSSL_PARAM ed25519_gettable[] = {
+    OSSL_PARAM_int(OSSL_PKEY_PARAM_BITS, NULL),
+    OSSL_PARAM_int(OSSL_PKEY_PARAM_SECURITY_BITS, NULL),
+    OSSL_PARAM_int(OSSL_PKEY_PARAM_MAX_SIZE, NULL),
+    OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_MANDATORY_DIGEST, NULL, 0),
+    OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, NULL, 0),
+    OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, NULL, 0),
+    OSSL_PARAM_END,
+};
+
+static const OSSL_PARAM ed25519_types[] = {
+    OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, NULL, 0),
+    OSSL_PARAM_END,
+};
+
+static const OSSL_PARAM *km_ed25519_gettable(void *provctx)
+{
+    return ed25519_gettable;
+}
+
+static const OSSL_PARAM *km_ed25519_types(int selection)
+{
+    return (selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY) ? ed25519_types : NULL;
+}
+
+static const char *km_ed25519_opname(int operation_id)
+{
+    return "ED25519";
+}
+
 static const OSSL_PARAM *km_rsa_gettable(void *provctx)
 {
     return rsa_gettable;
@@ -576,5 +675,11 @@ const OSSL_DISPATCH hp_rsapss_keymgmt_functions[] = {
 const OSSL_DISPATCH hp_ec_keymgmt_functions[] = {
     KEYMGMT_COMMON(km_ec_new, km_ec_types, km_ec_gettable),
     {OSSL_FUNC_KEYMGMT_QUERY_OPERATION_NAME, (void (*)(void))km_ec_opname},
+    {0, NULL},
+};
+
+const OSSL_DISPATCH hp_ed25519_keymgmt_functions[] = {
+    KEYMGMT_COMMON(km_ed25519_new, km_ed25519_types, km_ed25519_gettable),
+    {OSSL_FUNC_KEYMGMT_QUERY_OPERATION_NAME, (void (*)(void))km_ed25519_opname},
     {0, NULL},
 };

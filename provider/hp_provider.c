@@ -27,17 +27,20 @@ static OSSL_FUNC_provider_get_reason_strings_fn hp_reasons;
 #define RSA_NAMES "RSA:rsaEncryption:1.2.840.113549.1.1.1"
 #define RSAPSS_NAMES "RSA-PSS:RSASSA-PSS:1.2.840.113549.1.1.10"
 #define EC_NAMES "EC:id-ecPublicKey:1.2.840.10045.2.1"
+#define ED25519_NAMES "ED25519:1.3.101.112"
 
 static const OSSL_ALGORITHM keymgmt_algs[] = {
     {RSA_NAMES, HP_PROPS, hp_rsa_keymgmt_functions, "hsmprov RSA token keys"},
     {RSAPSS_NAMES, HP_PROPS, hp_rsapss_keymgmt_functions, "hsmprov RSA-PSS token keys"},
     {EC_NAMES, HP_PROPS, hp_ec_keymgmt_functions, "hsmprov EC token keys"},
+    {ED25519_NAMES, HP_PROPS, hp_ed25519_keymgmt_functions, "hsmprov Ed25519 token keys"},
     {NULL, NULL, NULL, NULL},
 };
 
 static const OSSL_ALGORITHM signature_algs[] = {
     {RSA_NAMES, HP_PROPS, hp_rsa_signature_functions, "RSA signatures in the token"},
     {"ECDSA", HP_PROPS, hp_ecdsa_signature_functions, "ECDSA in the token"},
+    {ED25519_NAMES, HP_PROPS, hp_ed25519_signature_functions, "Ed25519 in the token"},
     {NULL, NULL, NULL, NULL},
 };
 
@@ -55,6 +58,8 @@ static const OSSL_ALGORITHM encoder_algs[] = {
     {RSAPSS_NAMES, SPKI_PEM, hp_rsa_spki_pem_encoder_functions, NULL},
     {EC_NAMES, SPKI_DER, hp_ec_spki_der_encoder_functions, NULL},
     {EC_NAMES, SPKI_PEM, hp_ec_spki_pem_encoder_functions, NULL},
+    {ED25519_NAMES, SPKI_DER, hp_ed25519_spki_der_encoder_functions, NULL},
+    {ED25519_NAMES, SPKI_PEM, hp_ed25519_spki_pem_encoder_functions, NULL},
     {NULL, NULL, NULL, NULL},
 };
 

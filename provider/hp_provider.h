@@ -53,7 +53,7 @@ typedef struct hp_key {
     atomic_int lacks_raw_mech; /* -1: not checked yet; 1: token has only combined ones */
 } hp_key;
 
-enum { HP_KEY_RSA = 1, HP_KEY_RSA_PSS, HP_KEY_EC };
+enum { HP_KEY_RSA = 1, HP_KEY_RSA_PSS, HP_KEY_EC, HP_KEY_ED25519 };
 
 /* The PKCS#11 module, loaded at first use (unless pkcs11-module-load-behavior
  * is early). Raises an OpenSSL error and returns NULL on failure. */
@@ -102,6 +102,10 @@ extern const OSSL_ALGORITHM hp_asym_cipher_algs[];
 extern const OSSL_DISPATCH hp_rsa_keymgmt_functions[];
 extern const OSSL_DISPATCH hp_rsapss_keymgmt_functions[];
 extern const OSSL_DISPATCH hp_ec_keymgmt_functions[];
+extern const OSSL_DISPATCH hp_ed25519_keymgmt_functions[];
+extern const OSSL_DISPATCH hp_ed25519_signature_functions[];
+extern const OSSL_DISPATCH hp_ed25519_spki_der_encoder_functions[];
+extern const OSSL_DISPATCH hp_ed25519_spki_pem_encoder_functions[];
 extern const OSSL_DISPATCH hp_rsa_signature_functions[];
 extern const OSSL_DISPATCH hp_ecdsa_signature_functions[];
 extern const OSSL_DISPATCH hp_store_functions[];
