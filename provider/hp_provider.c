@@ -10,6 +10,7 @@
 #include <openssl/provider.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #ifndef HSMPROV_VERSION
 #define HSMPROV_VERSION "0.0.0"
@@ -121,6 +122,23 @@ static const OSSL_ITEM *hp_reasons(void *provctx)
     return hp_reason_strings;
 }
 
+/* The usual spellings of the digests in common_md, in the same order. */
+static const char *const common_md_names[5][3] = {
+    {"SHA1", "SHA-1", "SSL3-SHA1"},    {"SHA2-224", "SHA224", "SHA-224"},
+    {"SHA2-256", "SHA256", "SHA-256"}, {"SHA2-384", "SHA384", "SHA-384"},
+    {"SHA2-512", "SHA512", "SHA-512"},
+};
+
+EVP_MD *hp_md_fetch(hp_provctx *pctx, const char *name)
+{
+    for (size_t i = 0; i < 5; i++)
+        for (size_t j = 0; j < 3; j++)
+            if (pctx->common_md[i] != NULL &&
+                strcasecmp(name, common_md_names[i][j]) == 0)
+                return EVP_MD_up_ref(pctx->common_md[i]) ? pctx->common_md[i] : NULL;
+    return EVP_MD_fetch(pctx->libctx, name, NULL);
+}
+
 static void provctx_free(hp_provctx *pctx)
 {
     if (pctx == NULL)
@@ -128,6 +146,8 @@ static void provctx_free(hp_provctx *pctx)
     if (pctx->early_init_started)
         pthread_join(pctx->early_init, NULL);
     p11_module_free(pctx->module);
+    for (size_t i = 0; i < sizeof(pctx->common_md) / sizeof(pctx->common_md[0]); i++)
+        EVP_MD_free(pctx->common_md[i]);
     OSSL_PROVIDER_unload(pctx->libctx_default);
     OSSL_LIB_CTX_free(pctx->libctx);
     free(pctx->module_path);
@@ -317,6 +337,8 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
         hp_raise(pctx, HP_R_INTERNAL, "cannot load the default provider for hashing");
         goto err;
     }
+    for (size_t i = 0; i < 5; i++)
+        pctx->common_md[i] = EVP_MD_fetch(pctx->libctx, common_md_names[i][0], NULL);
     if (pctx->load_early) {
         /* Load now, so that a wrong module path fails the provider's
          * activation. Initialise on a thread of our own: we are inside

@@ -18,6 +18,7 @@ typedef struct hp_provctx {
     const OSSL_CORE_HANDLE *handle;
     OSSL_LIB_CTX *libctx; /* our own, with the default provider: digests, encoders */
     OSSL_PROVIDER *libctx_default;
+    EVP_MD *common_md[5]; /* SHA-1 and SHA-2, fetched once: see hp_md_fetch */
 
     OSSL_FUNC_core_new_error_fn *core_new_error;
     OSSL_FUNC_core_set_error_debug_fn *core_set_error_debug;
@@ -58,6 +59,11 @@ enum { HP_KEY_RSA = 1, HP_KEY_RSA_PSS, HP_KEY_EC, HP_KEY_ED25519 };
 /* The PKCS#11 module, loaded at first use (unless pkcs11-module-load-behavior
  * is early). Raises an OpenSSL error and returns NULL on failure. */
 p11_module *hp_module(hp_provctx *pctx);
+
+/* A digest from our library context, up-referenced (free with EVP_MD_free).
+ * The common ones come from a table filled at provider init, so that the
+ * per-signature path does no method-store look-up. */
+EVP_MD *hp_md_fetch(hp_provctx *pctx, const char *name);
 
 /* Errors (hp_err.c). Reason codes: */
 enum {

@@ -133,7 +133,7 @@ static void *sig_dupctx(void *vctx)
 
 static int set_md(sig_ctx *c, const char *name, EVP_MD **slot)
 {
-    EVP_MD *md = EVP_MD_fetch(c->pctx->libctx, name, NULL);
+    EVP_MD *md = hp_md_fetch(c->pctx, name);
 
     if (md == NULL) {
         hp_raise(c->pctx, HP_R_BAD_PARAM, "unknown digest \"%s\"", name);
