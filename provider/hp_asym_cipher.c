@@ -630,5 +630,8 @@ static const OSSL_DISPATCH rsa_asym_cipher_functions[] = {
 const OSSL_ALGORITHM hp_asym_cipher_algs[] = {
     {"RSA:rsaEncryption:1.2.840.113549.1.1.1", HP_PROPS, rsa_asym_cipher_functions,
      "RSA encryption with token keys"},
+    /* The name our RSA keys ask for (hp_keymgmt.c). */
+    {HP_OPNAME_RSA, HP_PROPS, rsa_asym_cipher_functions,
+     "RSA encryption with token keys"},
     {NULL, NULL, NULL, NULL},
 };

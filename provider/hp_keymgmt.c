@@ -622,7 +622,7 @@ static const OSSL_PARAM *km_ed25519_types(int selection)
 
 static const char *km_ed25519_opname(int operation_id)
 {
-    return "ED25519";
+    return operation_id == OSSL_OP_SIGNATURE ? HP_OPNAME_ED25519 : "ED25519";
 }
 
 static const OSSL_PARAM *km_rsa_gettable(void *provctx)
@@ -635,14 +635,21 @@ static const OSSL_PARAM *km_ec_gettable(void *provctx)
     return ec_gettable;
 }
 
+/* The operation names OpenSSL fetches for our keys are our own: with the
+ * common name ("RSA", "ECDSA") its first fetch finds the default provider's
+ * implementation, tries to move the token key there (refused: see the head
+ * of this file) and only then comes back to ours, costing allocations and a
+ * failed export on every signature. */
 static const char *km_rsa_opname(int operation_id)
 {
-    return "RSA";
+    return operation_id == OSSL_OP_SIGNATURE || operation_id == OSSL_OP_ASYM_CIPHER
+               ? HP_OPNAME_RSA
+               : "RSA";
 }
 
 static const char *km_ec_opname(int operation_id)
 {
-    return operation_id == OSSL_OP_SIGNATURE ? "ECDSA" : "EC";
+    return operation_id == OSSL_OP_SIGNATURE ? HP_OPNAME_ECDSA : "EC";
 }
 
 #define KEYMGMT_COMMON(newfn, types, gettable)                                           \

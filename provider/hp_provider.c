@@ -42,6 +42,10 @@ static const OSSL_ALGORITHM signature_algs[] = {
     {RSA_NAMES, HP_PROPS, hp_rsa_signature_functions, "RSA signatures in the token"},
     {"ECDSA", HP_PROPS, hp_ecdsa_signature_functions, "ECDSA in the token"},
     {ED25519_NAMES, HP_PROPS, hp_ed25519_signature_functions, "Ed25519 in the token"},
+    /* The same, under the names our keys ask for (hp_keymgmt.c). */
+    {HP_OPNAME_RSA, HP_PROPS, hp_rsa_signature_functions, "RSA signatures in the token"},
+    {HP_OPNAME_ECDSA, HP_PROPS, hp_ecdsa_signature_functions, "ECDSA in the token"},
+    {HP_OPNAME_ED25519, HP_PROPS, hp_ed25519_signature_functions, "Ed25519 in the token"},
     {NULL, NULL, NULL, NULL},
 };
 

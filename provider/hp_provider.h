@@ -14,6 +14,12 @@
 #define HP_NAME "hsmprov"
 #define HP_PROPS "provider=hsmprov"
 
+/* Names under which our keys' operations are fetched (keymgmt
+ * query_operation_name), each registered by this provider alone. */
+#define HP_OPNAME_RSA "HSMPROV-RSA"
+#define HP_OPNAME_ECDSA "HSMPROV-ECDSA"
+#define HP_OPNAME_ED25519 "HSMPROV-ED25519"
+
 typedef struct hp_provctx {
     const OSSL_CORE_HANDLE *handle;
     OSSL_LIB_CTX *libctx; /* our own, with the default provider: digests, encoders */
