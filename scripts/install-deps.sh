@@ -12,6 +12,7 @@ packages=(
     softhsm2                           # the PKCS#11 token the tests and the demo use
     opensc                             # pkcs11-tool, to put keys and certificates in it
     procps util-linux bsdutils         # kill/ps, setsid, script (PIN prompt test)
+    gnuplot-nox                        # bench/: the plot
 )
 
 missing=()
