@@ -76,11 +76,14 @@ CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
     if (kind == P11_DIGEST)
         return CKR_FUNCTION_NOT_SUPPORTED;
 
-    /* Each kind of recovery at most once per call. They chain: a lost
-     * session takes the login and the key copy with it, so the retry on a
-     * fresh session meets CKR_USER_NOT_LOGGED_IN or CKR_OBJECT_HANDLE_INVALID
-     * next, and must recover from that too. */
+    /* Each kind of recovery once per loss. They chain: a lost session takes
+     * the login and the key copy with it, so the retry on a fresh session
+     * meets CKR_USER_NOT_LOGGED_IN or CKR_OBJECT_HANDLE_INVALID next, and
+     * must recover from that too. A further loss while recovering (a new
+     * token epoch) earns a new round, up to a bound. */
     int session_retried = 0, login_retried = 0, object_retried = 0, stale_retries = 0;
+    int rounds = 0;
+    unsigned epoch_seen = atomic_load(&t->epoch);
 
     for (;;) {
         p11_lease l = P11_LEASE_INIT;
@@ -88,7 +91,14 @@ CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
         CK_OBJECT_HANDLE o;
         CK_RV rv;
 
+        if (atomic_load(&t->epoch) != epoch_seen && rounds++ < 4) {
+            epoch_seen = atomic_load(&t->epoch);
+            session_retried = login_retried = object_retried = 0;
+        }
         rv = p11_key_current(k);
+        if (rv == CKR_OBJECT_HANDLE_INVALID && atomic_load(&t->epoch) != epoch_seen &&
+            rounds < 4)
+            continue; /* lost again while finding the key: a new round */
         if (rv != CKR_OK)
             return rv;
         o = uses_private ? p11_key_private_handle(k) : k->pub;
@@ -128,9 +138,7 @@ CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
             /* Sessions seldom die alone: reopen them all before use. */
             p11_token_lost(t, 1);
             p11_lease_discard(&l);
-            /* Once per loss: a session opened after this one failed can
-             * only fail if the token lost its sessions again. */
-            if (session_retried++ < 3)
+            if (!session_retried++)
                 continue;
             break;
         case CKR_USER_NOT_LOGGED_IN:

@@ -242,11 +242,22 @@ static CK_RV do_login(p11_token *t, const char *pin, size_t len)
                         "token \"%s\" already rejected this PIN; it is not offered "
                         "again, so that the token does not lock",
                         t->label);
-    rv = p11_lease_acquire(t->pool, &l);
-    if (rv != CKR_OK)
-        return rv;
-    rv = P11_CALL(t->m, C_Login, l.h, CKU_USER, (CK_UTF8CHAR *)pin, (CK_ULONG)len);
-    p11_lease_release(&l);
+    for (int tries = 0;; tries++) {
+        rv = p11_lease_acquire(t->pool, &l);
+        if (rv != CKR_OK)
+            return rv;
+        rv = P11_CALL(t->m, C_Login, l.h, CKU_USER, (CK_UTF8CHAR *)pin, (CK_ULONG)len);
+        if ((rv != CKR_SESSION_HANDLE_INVALID && rv != CKR_SESSION_CLOSED) || tries > 0) {
+            p11_lease_release(&l);
+            break;
+        }
+        /* The token lost our sessions (again): a new epoch, fresh
+         * sessions, and one more try. The login itself is being redone,
+         * so p11_token_lost(), which takes login_lock, is not needed. */
+        atomic_fetch_add(&t->epoch, 1);
+        p11_pool_invalidate(t->pool);
+        p11_lease_discard(&l);
+    }
     if (rv == CKR_USER_ALREADY_LOGGED_IN)
         rv = CKR_OK;
     if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED || rv == CKR_PIN_LEN_RANGE)
