@@ -16,8 +16,8 @@ static const struct op_calls calls[] = {
     [P11_DECRYPT] = {"C_DecryptInit", "C_Decrypt"},
 };
 
-static CK_RV op_init(p11_module *m, p11_op_kind kind, CK_SESSION_HANDLE h,
-                     CK_MECHANISM *mech, CK_OBJECT_HANDLE o)
+CK_RV p11_call_init(p11_module *m, p11_op_kind kind, CK_SESSION_HANDLE h,
+                    CK_MECHANISM *mech, CK_OBJECT_HANDLE o)
 {
     switch (kind) {
     case P11_SIGN:
@@ -29,7 +29,7 @@ static CK_RV op_init(p11_module *m, p11_op_kind kind, CK_SESSION_HANDLE h,
     case P11_DECRYPT:
         return P11_CALL(m, C_DecryptInit, h, mech, o);
     case P11_DIGEST:
-        break;
+        return P11_CALL(m, C_DigestInit, h, mech);
     }
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
@@ -53,16 +53,14 @@ static CK_RV op_run(p11_module *m, p11_op_kind kind, CK_SESSION_HANDLE h,
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV fail_op(CK_RV rv, const char *call, p11_key *k, CK_MECHANISM *mech)
+CK_RV p11_fail_mech(CK_RV rv, const char *call, CK_MECHANISM *mech, const char *name)
 {
     const char *mn = p11_mech_name(mech->mechanism);
-    char mbuf[24];
 
-    if (mn == NULL) {
-        snprintf(mbuf, sizeof(mbuf), "mechanism 0x%lx", (unsigned long)mech->mechanism);
-        mn = mbuf;
-    }
-    return p11_fail(rv, call, "%s with %s", k->name, mn);
+    if (mn != NULL)
+        return p11_fail(rv, call, "%s with %s", name, mn);
+    return p11_fail(rv, call, "%s with mechanism 0x%lx", name,
+                    (unsigned long)mech->mechanism);
 }
 
 CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
@@ -116,7 +114,7 @@ CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
             continue;
         }
         call = calls[kind].init_name;
-        rv = op_init(t->m, kind, l.h, mech, o);
+        rv = p11_call_init(t->m, kind, l.h, mech, o);
         if (rv == CKR_OK) {
             call = calls[kind].op_name;
             *outlen = cap;
@@ -175,6 +173,6 @@ CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
             p11_lease_release(&l);
             break;
         }
-        return fail_op(rv, call, k, mech);
+        return p11_fail_mech(rv, call, mech, k->name);
     }
 }

@@ -26,36 +26,6 @@ static void done(p11_op *op)
         p11_lease_release(&op->lease);
 }
 
-static CK_RV call_init(p11_op *op, CK_MECHANISM *mech, CK_OBJECT_HANDLE o)
-{
-    p11_module *m = op->tok->m;
-    CK_SESSION_HANDLE h = op->lease.h;
-
-    switch (op->kind) {
-    case P11_SIGN:
-        return P11_CALL(m, C_SignInit, h, mech, o);
-    case P11_VERIFY:
-        return P11_CALL(m, C_VerifyInit, h, mech, o);
-    case P11_ENCRYPT:
-        return P11_CALL(m, C_EncryptInit, h, mech, o);
-    case P11_DECRYPT:
-        return P11_CALL(m, C_DecryptInit, h, mech, o);
-    case P11_DIGEST:
-        return P11_CALL(m, C_DigestInit, h, mech);
-    }
-    return CKR_FUNCTION_NOT_SUPPORTED;
-}
-
-static CK_RV mech_fail(CK_RV rv, const char *call, CK_MECHANISM *mech, const char *name)
-{
-    const char *mn = p11_mech_name(mech->mechanism);
-
-    if (mn != NULL)
-        return p11_fail(rv, call, "%s with %s", name, mn);
-    return p11_fail(rv, call, "%s with mechanism 0x%lx", name,
-                    (unsigned long)mech->mechanism);
-}
-
 /* o was valid in token epoch `epoch`. A handle from an older epoch may name
  * another object now: rather than use it, answer CKR_OBJECT_HANDLE_INVALID so
  * that the caller finds (or makes) its object again. */
@@ -92,7 +62,7 @@ static CK_RV init_obj(p11_op *op, p11_token *t, p11_op_kind kind, CK_MECHANISM *
                             "%s: the token lost its sessions since the key was found",
                             name);
         }
-        rv = call_init(op, mech, o);
+        rv = p11_call_init(op->tok->m, op->kind, op->lease.h, mech, o);
         if (rv == CKR_OK) {
             op->active = 1;
             return CKR_OK;
@@ -116,7 +86,7 @@ static CK_RV init_obj(p11_op *op, p11_token *t, p11_op_kind kind, CK_MECHANISM *
         } else {
             p11_lease_release(&op->lease);
         }
-        return mech_fail(rv, init_names[kind], mech, name);
+        return p11_fail_mech(rv, init_names[kind], mech, name);
     }
 }
 
