@@ -14,11 +14,15 @@ static int recover(p11_token *t, p11_lease *l, CK_RV rv, int *tries)
     if ((*tries)++ > 1)
         return 0;
     if (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED) {
+        /* All our sessions went, and the login with them: a new epoch, so
+         * that callers look their objects up again. */
+        p11_token_lost(t, 1);
         p11_lease_discard(l);
         return 1;
     }
     if (rv == CKR_USER_NOT_LOGGED_IN) {
         p11_lease_release(l);
+        p11_token_lost(t, 0);
         return p11_token_relogin(t) == CKR_OK;
     }
     return 0;

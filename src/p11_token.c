@@ -309,9 +309,11 @@ void p11_token_lost(p11_token *t, int sessions)
 
 void p11_token_forget_login(p11_token *t)
 {
-    pthread_mutex_lock(&t->login_lock);
+    /* Lock-free: a loss is noticed even inside C_Login's own session
+     * opening (do_login holds login_lock there). A login that completes
+     * just after this may mark us logged in again; if the token disagrees,
+     * the next call says CKR_USER_NOT_LOGGED_IN and we log in again. */
     atomic_store(&t->login_gen, 0);
-    pthread_mutex_unlock(&t->login_lock);
 }
 
 CK_RV p11_token_relogin(p11_token *t)
