@@ -148,6 +148,25 @@ static CK_RV op_failed(p11_op *op, CK_RV rv, const char *call)
     return p11_fail(rv, call, "token \"%s\"", op->tok->label);
 }
 
+/* The checks every step of a running operation makes first: one is
+ * running, its session is not from before fork or re-initialisation, and the
+ * lease now counts as the calling thread's (a context may change threads). */
+static CK_RV op_enter(p11_op *op, const char *call)
+{
+    if (!op->active)
+        return p11_fail(CKR_OPERATION_NOT_INITIALIZED, call,
+                        "no operation is running on this context");
+    if (p11_lease_forget_stale(&op->lease)) {
+        op->active = 0;
+        op->keep = 0;
+        return p11_fail(CKR_SESSION_HANDLE_INVALID, call,
+                        "the operation began before fork() or before the module was "
+                        "re-initialised; its token session is gone: start it again");
+    }
+    p11_lease_touch(&op->lease);
+    return CKR_OK;
+}
+
 CK_RV p11_op_update(p11_op *op, const unsigned char *in, CK_ULONG inlen,
                     unsigned char *out, CK_ULONG *outlen)
 {
@@ -155,17 +174,9 @@ CK_RV p11_op_update(p11_op *op, const unsigned char *in, CK_ULONG inlen,
     CK_SESSION_HANDLE h;
     CK_RV rv;
 
-    if (!op->active)
-        return p11_fail(CKR_OPERATION_NOT_INITIALIZED, update_names[op->kind],
-                        "no operation is running on this context");
-    if (p11_lease_forget_stale(&op->lease)) {
-        op->active = 0;
-        op->keep = 0;
-        return p11_fail(CKR_SESSION_HANDLE_INVALID, update_names[op->kind],
-                        "the operation began before fork() or before the module was "
-                        "re-initialised; its token session is gone: start it again");
-    }
-    p11_lease_touch(&op->lease);
+    rv = op_enter(op, update_names[op->kind]);
+    if (rv != CKR_OK)
+        return rv;
     m = op->tok->m;
     h = op->lease.h;
     switch (op->kind) {
@@ -198,17 +209,9 @@ CK_RV p11_op_final(p11_op *op, unsigned char *out, CK_ULONG *outlen)
     CK_SESSION_HANDLE h;
     CK_RV rv;
 
-    if (!op->active)
-        return p11_fail(CKR_OPERATION_NOT_INITIALIZED, final_names[op->kind],
-                        "no operation is running on this context");
-    if (p11_lease_forget_stale(&op->lease)) {
-        op->active = 0;
-        op->keep = 0;
-        return p11_fail(CKR_SESSION_HANDLE_INVALID, final_names[op->kind],
-                        "the operation began before fork() or before the module was "
-                        "re-initialised; its token session is gone: start it again");
-    }
-    p11_lease_touch(&op->lease);
+    rv = op_enter(op, final_names[op->kind]);
+    if (rv != CKR_OK)
+        return rv;
     m = op->tok->m;
     h = op->lease.h;
     switch (op->kind) {
@@ -248,17 +251,9 @@ CK_RV p11_op_oneshot(p11_op *op, const unsigned char *in, CK_ULONG inlen,
     CK_SESSION_HANDLE h;
     CK_RV rv;
 
-    if (!op->active)
-        return p11_fail(CKR_OPERATION_NOT_INITIALIZED, oneshot_names[op->kind],
-                        "no operation is running on this context");
-    if (p11_lease_forget_stale(&op->lease)) {
-        op->active = 0;
-        op->keep = 0;
-        return p11_fail(CKR_SESSION_HANDLE_INVALID, oneshot_names[op->kind],
-                        "the operation began before fork() or before the module was "
-                        "re-initialised; its token session is gone: start it again");
-    }
-    p11_lease_touch(&op->lease);
+    rv = op_enter(op, oneshot_names[op->kind]);
+    if (rv != CKR_OK)
+        return rv;
     m = op->tok->m;
     h = op->lease.h;
     switch (op->kind) {
