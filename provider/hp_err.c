@@ -17,18 +17,34 @@ const OSSL_ITEM hp_reason_strings[] = {
     {HP_R_INTERNAL, "internal error"},           {0, NULL},
 };
 
+static void set_error(hp_provctx *pctx, int reason, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    if (pctx != NULL && pctx->core_new_error != NULL)
+        pctx->core_vset_error(pctx->handle, reason, fmt, ap);
+    else
+        ERR_vset_error(ERR_LIB_PROV, reason, fmt, ap);
+    va_end(ap);
+}
+
 static void vraise(hp_provctx *pctx, const char *file, int line, const char *func,
                    int reason, const char *fmt, va_list ap)
 {
+    char raw[1024], text[1024];
+
+    /* Error text ends up in logs: nothing from outside may add a line. */
+    vsnprintf(raw, sizeof(raw), fmt, ap);
+    p11_escape_controls(text, sizeof(text), raw);
     if (pctx != NULL && pctx->core_new_error != NULL) {
         pctx->core_new_error(pctx->handle);
         pctx->core_set_error_debug(pctx->handle, file, line, func);
-        pctx->core_vset_error(pctx->handle, reason, fmt, ap);
-        return;
+    } else {
+        ERR_new();
+        ERR_set_debug(file, line, func);
     }
-    ERR_new();
-    ERR_set_debug(file, line, func);
-    ERR_vset_error(ERR_LIB_PROV, reason, fmt, ap);
+    set_error(pctx, reason, "%s", text);
 }
 
 void hp_raise_at(hp_provctx *pctx, const char *file, int line, const char *func,
@@ -77,7 +93,7 @@ void hp_raise_p11_at(hp_provctx *pctx, const char *file, int line, const char *f
         return;
     }
     name = p11_rv_name(f->rv);
-    if (f->rv >= CKR_VENDOR_DEFINED)
+    if (p11_rv_is_ours(f->rv))
         /* Our own failures: the text says it all. */
         hp_raise_at(pctx, file, line, func, reason_for(f->rv), "%s: %s", f->call,
                     f->what);

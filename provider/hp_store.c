@@ -120,6 +120,11 @@ static int start(store_ctx *sc, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 
     if (m == NULL)
         return 0;
+    rv = p11_uri_check_module(sc->uri, m->path);
+    if (rv != CKR_OK) {
+        hp_raise_p11(sc->pctx, rv);
+        return 0;
+    }
     rv = p11_token_list(m, &toks, &ntok);
     if (rv != CKR_OK)
         goto p11err;
@@ -146,7 +151,7 @@ static int start(store_ctx *sc, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
         CK_ULONG nh;
 
         if (P11_CALL(m, C_GetSlotInfo, t->slot, &si) != CKR_OK ||
-            !p11_uri_matches_token(sc->uri, &t->info, &si, &m->info))
+            !p11_uri_matches_token(sc->uri, t->slot, &t->info, &si, &m->info))
             continue;
         matched++;
         if (needs_private(sc)) {

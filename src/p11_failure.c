@@ -8,14 +8,42 @@ static _Thread_local p11_failure last;
 
 CK_RV p11_fail(CK_RV rv, const char *call, const char *fmt, ...)
 {
+    char raw[sizeof(last.what)];
     va_list ap;
 
     last.rv = rv;
     last.call = call;
     va_start(ap, fmt);
-    vsnprintf(last.what, sizeof(last.what), fmt, ap);
+    vsnprintf(raw, sizeof(raw), fmt, ap);
     va_end(ap);
+    p11_escape_controls(last.what, sizeof(last.what), raw);
     return rv;
+}
+
+void p11_escape_controls(char *dst, size_t n, const char *src)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+
+    if (n == 0)
+        return;
+    for (; *src != '\0'; src++) {
+        unsigned char c = (unsigned char)*src;
+
+        if (c < 0x20 || c == 0x7f) {
+            if (o + 4 >= n)
+                break;
+            dst[o++] = '\\';
+            dst[o++] = 'x';
+            dst[o++] = hex[c >> 4];
+            dst[o++] = hex[c & 15];
+        } else {
+            if (o + 1 >= n)
+                break;
+            dst[o++] = (char)c;
+        }
+    }
+    dst[o] = '\0';
 }
 
 const p11_failure *p11_last_failure(void)

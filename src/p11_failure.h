@@ -9,6 +9,8 @@
 
 #include "p11_pkcs11.h"
 
+#include <stddef.h>
+
 typedef struct p11_failure {
     CK_RV rv;
     const char *call; /* "C_Login", "dlopen", ...: a string literal */
@@ -20,6 +22,10 @@ typedef struct p11_failure {
 CK_RV p11_fail(CK_RV rv, const char *call, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 const p11_failure *p11_last_failure(void);
+/* Copies src into dst (of size n, always terminated) with control
+ * characters and DEL written as \xNN, so that text from outside (a URI, a
+ * label a module returns, a path) cannot forge or break a log line. */
+void p11_escape_controls(char *dst, size_t n, const char *src);
 void p11_failure_clear(void);
 
 #endif

@@ -107,15 +107,17 @@ unsigned p11_fork_generation(void)
 
 void p11_debug(const char *fmt, ...)
 {
+    char raw[512], line[512];
     va_list ap;
 
     if (!p11_debug_enabled)
         return;
     va_start(ap, fmt);
-    fputs("hsmprov: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(raw, sizeof(raw), fmt, ap);
     va_end(ap);
+    /* One line per event, whatever the text from outside holds. */
+    p11_escape_controls(line, sizeof(line), raw);
+    fprintf(stderr, "hsmprov: %s\n", line);
 }
 
 void p11_err_mark(void)

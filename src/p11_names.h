@@ -12,6 +12,12 @@
 #define P11_RV_NEED_PIN (CKR_VENDOR_DEFINED | 0x48500005UL)
 #define P11_RV_TIMEOUT (CKR_VENDOR_DEFINED | 0x48500006UL)
 
+/* Whether rv is one of the values above, not a module's own vendor code. */
+static inline int p11_rv_is_ours(CK_RV rv)
+{
+    return (rv & ~0xffUL) == (CKR_VENDOR_DEFINED | 0x48500000UL);
+}
+
 /* NULL when the value has no known name. */
 const char *p11_rv_name(CK_RV rv);
 const char *p11_mech_name(CK_MECHANISM_TYPE mech);

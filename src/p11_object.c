@@ -2,6 +2,7 @@
 
 #include "p11_failure.h"
 #include "p11_names.h"
+#include "p11_uri.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,26 +144,11 @@ CK_RV p11_read_ulong(p11_token *t, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type,
     return CKR_OK;
 }
 
-/* "pkcs11:token=...;object=...;id=%..;type=..." for messages. */
+/* The key's URI for messages, percent-encoded by p11-kit: a label read
+ * from the token may hold anything, control characters included. */
 static char *key_name(const p11_key *k)
 {
-    size_t cap =
-        96 + strlen(k->tok->label) + (k->label ? strlen(k->label) : 0) + 3 * k->id_len;
-    char *s = malloc(cap), *p;
-
-    if (s == NULL)
-        return NULL;
-    p = s + snprintf(s, cap, "pkcs11:token=%s", k->tok->label);
-    if (k->label != NULL && *k->label != '\0')
-        p += snprintf(p, cap - (p - s), ";object=%s", k->label);
-    if (k->id_len > 0) {
-        p += snprintf(p, cap - (p - s), ";id=");
-        for (CK_ULONG i = 0; i < k->id_len; i++)
-            p += snprintf(p, cap - (p - s), "%%%02x", k->id[i]);
-    }
-    snprintf(p, cap - (p - s), ";type=%s",
-             k->cls == CKO_PRIVATE_KEY ? "private" : "public");
-    return s;
+    return p11_uri_format_object(k->tok->info.label, k->label, k->id, k->id_len, k->cls);
 }
 
 /* The public object belonging to a private key: same CKA_ID and key type. */

@@ -123,11 +123,8 @@ struct find_arg {
 static int match_one(void *arg, p11_token *t, CK_SLOT_INFO *si)
 {
     struct find_arg *fa = arg;
-    CK_SLOT_ID want = p11_kit_uri_get_slot_id(fa->uri->kit);
 
-    if (want != (CK_SLOT_ID)-1 && want != t->slot)
-        return 0;
-    if (!p11_uri_matches_token(fa->uri, &t->info, si, &t->m->info))
+    if (!p11_uri_matches_token(fa->uri, t->slot, &t->info, si, &t->m->info))
         return 0;
     fa->found = t;
     return 1;
@@ -139,6 +136,9 @@ CK_RV p11_token_find(p11_module *m, const p11_uri *uri, p11_token **out)
     CK_RV rv;
 
     *out = NULL;
+    rv = p11_uri_check_module(uri, m->path);
+    if (rv != CKR_OK)
+        return rv;
     rv = scan(m, match_one, &fa);
     if (rv != CKR_OK)
         return rv;
