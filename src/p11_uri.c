@@ -319,16 +319,17 @@ CK_RV p11_uri_check_module(const p11_uri *u, const char *module_path)
     const char *name = p11_kit_uri_get_module_name(u->kit);
     const char *path = p11_kit_uri_get_module_path(u->kit);
 
+    /* The values are in u->shown, encoded: not repeated raw here. */
     if (path != NULL && !same_file(path, module_path))
         return p11_fail(P11_RV_BAD_URI, "dlopen",
-                        "%s names module-path %s, but hsmprov uses the module %s "
-                        "(pkcs11-module-path)",
-                        u->shown, path, module_path);
+                        "%s: module-path names another module than the one hsmprov "
+                        "uses, %s (pkcs11-module-path)",
+                        u->shown, module_path);
     if (name != NULL && !module_name_is(module_path, name))
         return p11_fail(P11_RV_BAD_URI, "dlopen",
-                        "%s names module-name %s, but hsmprov uses the module %s "
-                        "(pkcs11-module-path)",
-                        u->shown, name, module_path);
+                        "%s: module-name names another module than the one hsmprov "
+                        "uses, %s (pkcs11-module-path)",
+                        u->shown, module_path);
     return CKR_OK;
 }
 
