@@ -95,7 +95,8 @@ static int attr_understood(const char *seg, size_t len)
         memcpy(text, "pkcs11:", 7);
         memcpy(text + 7, seg, len);
         text[7 + len] = '\0';
-        ok = p11_kit_uri_parse(text, P11_KIT_URI_FOR_ANY, one) == P11_KIT_URI_OK &&
+        /* A value that does not parse is the whole parse's to report. */
+        ok = p11_kit_uri_parse(text, P11_KIT_URI_FOR_ANY, one) != P11_KIT_URI_OK ||
              !p11_kit_uri_any_unrecognized(one);
     }
     p11_kit_uri_free(one);
@@ -106,7 +107,8 @@ static int attr_understood(const char *seg, size_t len)
 /* Refuses what p11-kit would accept silently but the user cannot have
  * meant: an attribute given twice (p11-kit keeps the last), a path attribute
  * it does not know, a value it cannot use. s is the URI after "pkcs11:",
- * without whitespace; p11-kit has already accepted its syntax. */
+ * without whitespace; its syntax is p11-kit's to judge, so a segment that
+ * is not name=value is passed over here. */
 static CK_RV check_attributes(const char *s)
 {
     int seen[A_COUNT] = {0};
@@ -231,20 +233,33 @@ CK_RV p11_uri_parse(const char *text, p11_uri **out)
     plain = strip_whitespace(text);
     if (u->kit == NULL || plain == NULL)
         goto fail;
-    r = p11_kit_uri_parse(text, P11_KIT_URI_FOR_ANY, u->kit);
+    /* Checked before p11-kit sees it: p11-kit frees a first pin-value
+     * unwiped when a second one follows. */
+    if (strncmp(plain, "pkcs11:", 7) == 0) {
+        rv = check_attributes(plain + 7);
+        if (rv != CKR_OK)
+            goto fail;
+    }
+    /* Without whitespace: p11-kit would otherwise make (and free unwiped)
+     * a stripped copy of its own. */
+    r = p11_kit_uri_parse(plain, P11_KIT_URI_FOR_ANY, u->kit);
     /* The PIN leaves p11-kit's object first, whatever else goes wrong. */
-    if (take_pin_value(u) != CKR_OK)
+    if (take_pin_value(u) != CKR_OK) {
+        rv = CKR_HOST_MEMORY;
         goto fail;
+    }
     if (r != P11_KIT_URI_OK) {
         /* Nothing parsed to show; the text itself may hold a PIN. */
         rv = p11_fail(P11_RV_BAD_URI, "p11_kit_uri_parse", "malformed pkcs11 URI: %s",
                       p11_kit_uri_message(r));
         goto fail;
     }
-    /* p11-kit accepted the scheme, so there is a ':'. */
-    rv = check_attributes(strchr(plain, ':') + 1);
-    if (rv != CKR_OK)
+    if (p11_kit_uri_any_unrecognized(u->kit)) {
+        /* The checks above name the attribute; this is the safety net. */
+        rv = p11_fail(P11_RV_BAD_URI, "p11_kit_uri_parse",
+                      "pkcs11 URI: an attribute p11-kit does not understand");
         goto fail;
+    }
     rv = CKR_HOST_MEMORY;
     u->shown = format_shown(u->kit);
     if (u->shown == NULL)
