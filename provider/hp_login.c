@@ -6,31 +6,180 @@
 #include "p11_failure.h"
 #include "p11_names.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/params.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define MAX_PIN 256
 
-/* Reads a PIN file: the first line, without its line end. */
-static CK_RV read_pin_file(const char *spec, char *pin, size_t *len)
+/* The path as config or URI text gave it, fit for a message: control
+ * characters and backslashes escaped, cut (with "...") to fit out. */
+static void shown_path(const char *path, char *out, size_t outlen)
+{
+    size_t o = 0;
+
+    for (const unsigned char *p = (const unsigned char *)path; *p != '\0'; p++) {
+        char esc[5];
+        size_t n;
+
+        if (*p < 0x20 || *p == 0x7f)
+            n = (size_t)snprintf(esc, sizeof(esc), "\\x%02x", *p);
+        else if (*p == '\\')
+            n = (size_t)snprintf(esc, sizeof(esc), "\\\\");
+        else
+            n = (size_t)snprintf(esc, sizeof(esc), "%c", *p);
+        if (o + n + 4 > outlen) {
+            memcpy(out + o, "...", 4);
+            return;
+        }
+        memcpy(out + o, esc, n);
+        o += n;
+    }
+    out[o] = '\0';
+}
+
+/* A PIN source we cannot use: refused before any C_Login, so that no PIN
+ * try of the token is spent on it. */
+static CK_RV no_login(p11_token *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static CK_RV no_login(p11_token *t, const char *fmt, ...)
+{
+    char what[400];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    return p11_fail(P11_RV_NEED_PIN, "C_Login",
+                    "token \"%s\": %s; no login was attempted", t->label, what);
+}
+
+static const char *kind_of(mode_t mode)
+{
+    return S_ISFIFO(mode)   ? "a FIFO"
+           : S_ISDIR(mode)  ? "a directory"
+           : S_ISCHR(mode)  ? "a character device"
+           : S_ISBLK(mode)  ? "a block device"
+           : S_ISSOCK(mode) ? "a socket"
+                            : "of another kind";
+}
+
+/* Opens a PIN file that is a regular file, and nothing else: a FIFO would
+ * block us (and a writer could feed us anything), a directory or device
+ * reads as garbage that C_Login would spend a PIN try on. Symbolic links are
+ * followed (secrets are mounted that way, e.g. under /run/secrets); what
+ * they lead to must be a regular file. */
+static CK_RV open_pin_file(p11_token *t, const char *path, const char *shown, int *fd)
+{
+    struct stat st;
+    char err[128];
+
+    /* Look before opening: opening a device can act (a tape rewinds, a
+     * terminal becomes ours) before fstat could refuse it. */
+    if (stat(path, &st) != 0)
+        goto cannot;
+    if (!S_ISREG(st.st_mode))
+        goto refuse;
+    /* O_NONBLOCK: should a FIFO take the file's place meanwhile, opening it
+     * does not wait for a writer. */
+    *fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (*fd < 0)
+        goto cannot;
+    /* What we opened may have been put there after we looked. */
+    if (fstat(*fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(*fd);
+        *fd = -1;
+        goto refuse;
+    }
+    return CKR_OK;
+cannot:
+    return no_login(t, "cannot read the PIN file %s: %s", shown,
+                    strerror_r(errno, err, sizeof(err)));
+refuse:
+    return no_login(t, "the PIN file %s is %s, not a regular file", shown,
+                    kind_of(st.st_mode));
+}
+
+/* The first line of buf (n bytes, read from a file that may go on), without
+ * its line end (\n or \r\n); a line that does not end within buf is as long
+ * as buf, too long for a PIN. */
+static size_t first_line(const char *buf, size_t n, size_t cap)
+{
+    const char *nl = memchr(buf, '\n', n);
+    size_t line = nl != NULL ? (size_t)(nl - buf) : n;
+
+    if (nl == NULL && n == cap)
+        return cap;
+    if (line > 0 && buf[line - 1] == '\r')
+        line--;
+    return line;
+}
+
+/* Reads a PIN file: its first line. A line longer than MAX_PIN, an empty one
+ * or one with a NUL byte is refused before any C_Login: cutting or sending
+ * it would spend a PIN try on a PIN nobody meant. */
+static CK_RV read_pin_file(p11_token *t, const char *spec, char *pin, size_t *len)
 {
     const char *path = strncmp(spec, "file:", 5) == 0 ? spec + 5 : spec;
-    FILE *f;
-    size_t n;
+    /* MAX_PIN bytes and "\r\n": a first line that does not end within
+     * it is too long. */
+    char shown[200], buf[MAX_PIN + 2], err[128];
+    size_t n = 0, line;
+    int fd = -1;
+    CK_RV rv;
 
     /* pin-source may be a file: URI. */
     if (strncmp(path, "//", 2) == 0)
         path += 2;
-    f = fopen(path, "r");
-    if (f == NULL)
-        return p11_fail(P11_RV_NEED_PIN, "C_Login", "cannot read the PIN file %s", path);
-    n = fread(pin, 1, MAX_PIN, f);
-    fclose(f);
-    while (n > 0 && (pin[n - 1] == '\n' || pin[n - 1] == '\r'))
-        n--;
+    shown_path(path, shown, sizeof(shown));
+    rv = open_pin_file(t, path, shown, &fd);
+    if (rv != CKR_OK)
+        return rv;
+    while (n < sizeof(buf)) {
+        ssize_t r = read(fd, buf + n, sizeof(buf) - n);
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            rv = no_login(t, "cannot read the PIN file %s: %s", shown,
+                          strerror_r(errno, err, sizeof(err)));
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    line = first_line(buf, n, sizeof(buf));
+    if (rv == CKR_OK && line > MAX_PIN)
+        rv = no_login(t, "the PIN in %s is longer than %d bytes", shown, MAX_PIN);
+    else if (rv == CKR_OK && line == 0)
+        rv = no_login(t, "the first line of the PIN file %s is empty", shown);
+    else if (rv == CKR_OK && memchr(buf, '\0', line) != NULL)
+        rv = no_login(t, "the PIN in %s contains a NUL byte", shown);
+    if (rv == CKR_OK) {
+        memcpy(pin, buf, line);
+        *len = line;
+    }
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return rv;
+}
+
+/* A literal PIN (URI pin-value, configuration) within MAX_PIN bytes: a
+ * longer one is refused, not cut. */
+static CK_RV literal_pin(p11_token *t, const char *value, const char *source, char *pin,
+                         size_t *len)
+{
+    size_t n = strlen(value);
+
+    if (n > MAX_PIN)
+        return no_login(t, "the PIN in %s is longer than %d bytes", source, MAX_PIN);
+    memcpy(pin, value, n);
     *len = n;
     return CKR_OK;
 }
@@ -59,21 +208,14 @@ CK_RV hp_login(hp_provctx *pctx, p11_token *t, const p11_uri *uri,
     if (!p11_token_needs_login(t))
         return CKR_OK;
     if (uri != NULL && uri->pin_value != NULL) {
-        len = strlen(uri->pin_value);
-        if (len > MAX_PIN)
-            len = MAX_PIN;
-        memcpy(pin, uri->pin_value, len);
+        rv = literal_pin(t, uri->pin_value, "the URI's pin-value", pin, &len);
     } else if (uri != NULL && uri->pin_source != NULL) {
-        rv = read_pin_file(uri->pin_source, pin, &len);
+        rv = read_pin_file(t, uri->pin_source, pin, &len);
     } else if (pctx->token_pin != NULL) {
-        if (strncmp(pctx->token_pin, "file:", 5) == 0) {
-            rv = read_pin_file(pctx->token_pin, pin, &len);
-        } else {
-            len = strlen(pctx->token_pin);
-            if (len > MAX_PIN)
-                len = MAX_PIN;
-            memcpy(pin, pctx->token_pin, len);
-        }
+        if (strncmp(pctx->token_pin, "file:", 5) == 0)
+            rv = read_pin_file(t, pctx->token_pin, pin, &len);
+        else
+            rv = literal_pin(t, pctx->token_pin, "pkcs11-module-token-pin", pin, &len);
     } else if (pw_cb != NULL) {
         if (!ask_callback(t, pw_cb, pw_cbarg, pin, &len))
             rv = p11_fail(P11_RV_NEED_PIN, "C_Login",

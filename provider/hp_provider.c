@@ -3,6 +3,7 @@
 
 #include "p11_failure.h"
 #include "p11_names.h"
+#include "p11_secmem.h"
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -156,8 +157,7 @@ static void provctx_free(hp_provctx *pctx)
     OSSL_LIB_CTX_free(pctx->libctx);
     free(pctx->module_path);
     free(pctx->init_args);
-    if (pctx->token_pin != NULL)
-        OPENSSL_clear_free(pctx->token_pin, strlen(pctx->token_pin));
+    p11_secmem_free(pctx->token_pin);
     pthread_mutex_destroy(&pctx->lock);
     free(pctx);
 }
@@ -254,7 +254,10 @@ static int read_config(hp_provctx *pctx, const OSSL_DISPATCH *in)
                                : path != NULL && *path != '\0' ? path
                                                                : HSMPROV_DEFAULT_MODULE);
     pctx->init_args = dup_or_null(args);
-    pctx->token_pin = dup_or_null(pin);
+    /* A literal PIN is a PIN we keep: in locked pages, out of core dumps. */
+    if (pin != NULL && *pin != '\0' &&
+        (pctx->token_pin = p11_secmem_dup(pin, strlen(pin))) == NULL)
+        return 0;
     if (behavior != NULL) {
         if (strcmp(behavior, "early") == 0) {
             pctx->load_early = 1;

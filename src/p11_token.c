@@ -2,6 +2,7 @@
 
 #include "p11_failure.h"
 #include "p11_names.h"
+#include "p11_secmem.h"
 
 #include <openssl/crypto.h>
 #include <p11-kit/uri.h>
@@ -203,25 +204,15 @@ int p11_token_needs_login(p11_token *t)
     return needs;
 }
 
-static char *pin_dup(const char *pin, size_t len)
-{
-    char *copy = malloc(len + 1);
-
-    if (copy != NULL) {
-        memcpy(copy, pin, len);
-        copy[len] = '\0';
-    }
-    return copy;
-}
-
+/* Every PIN we keep lives in p11_secmem pages: locked, out of core dumps,
+ * wiped when replaced or when the token goes. */
 static void pin_replace(char **slot, size_t *slot_len, const char *pin, size_t len)
 {
-    char *copy = pin_dup(pin, len);
+    char *copy = p11_secmem_dup(pin, len);
 
     if (copy == NULL)
         return;
-    if (*slot != NULL)
-        OPENSSL_clear_free(*slot, *slot_len + 1);
+    p11_secmem_free(*slot);
     *slot = copy;
     *slot_len = len;
 }
@@ -470,6 +461,8 @@ void p11_tokens_reset_locks(p11_module *m)
         pthread_mutex_init(&t->login_lock, NULL);
         pthread_mutex_init(&t->obj_lock, NULL);
         p11_pool_reset_locks(t->pool);
+        p11_secmem_relock(t->pin);
+        p11_secmem_relock(t->bad_pin);
     }
 }
 
@@ -480,10 +473,8 @@ void p11_tokens_free(p11_module *m)
     for (; t != NULL; t = next) {
         next = t->next;
         p11_pool_free(t->pool);
-        if (t->pin != NULL)
-            OPENSSL_clear_free(t->pin, t->pin_len + 1);
-        if (t->bad_pin != NULL)
-            OPENSSL_clear_free(t->bad_pin, t->bad_pin_len + 1);
+        p11_secmem_free(t->pin);
+        p11_secmem_free(t->bad_pin);
         free(t->mechs);
         if (t->obj_session_gen != 0 && m->fl != NULL &&
             t->obj_session_gen == atomic_load(&m->gen) && atomic_load(&m->ready))

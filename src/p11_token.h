@@ -19,11 +19,13 @@ struct p11_token {
     pthread_mutex_t login_lock; /* serialises C_Login; never held across a lease wait */
     atomic_uint login_gen;      /* module generation we are logged in for; 0: not */
     /* The PIN that last worked, kept to log in again after the token forgot
-     * (session loss, fork). Wiped when the token is freed. */
+     * (session loss, fork). In p11_secmem pages (locked, not in core dumps);
+     * wiped when replaced and when the token is freed. */
     char *pin;
     size_t pin_len;
     /* A PIN the token rejected: the same PIN is never offered again (repeats
-     * lock tokens). Wiped when the token is freed. */
+     * lock tokens). In p11_secmem pages too; wiped when replaced and when the
+     * token is freed. */
     char *bad_pin;
     size_t bad_pin_len;
 

@@ -2,6 +2,7 @@
 
 #include "p11_failure.h"
 #include "p11_names.h"
+#include "p11_secmem.h"
 
 #include <limits.h>
 #include <openssl/crypto.h>
@@ -182,9 +183,7 @@ static CK_RV take_pin_value(p11_uri *u)
     if (pin == NULL)
         return CKR_OK;
     len = strlen(pin);
-    u->pin_value = OPENSSL_malloc(len + 1);
-    if (u->pin_value != NULL)
-        memcpy(u->pin_value, pin, len + 1);
+    u->pin_value = p11_secmem_dup(pin, len);
     OPENSSL_cleanse((char *)pin, len);
     p11_kit_uri_set_pin_value(u->kit, NULL);
     return u->pin_value != NULL ? CKR_OK : CKR_HOST_MEMORY;
@@ -286,8 +285,7 @@ void p11_uri_free(p11_uri *u)
         return;
     if (u->kit != NULL)
         p11_kit_uri_free(u->kit);
-    if (u->pin_value != NULL)
-        OPENSSL_clear_free(u->pin_value, strlen(u->pin_value));
+    p11_secmem_free(u->pin_value);
     free(u->shown);
     free(u);
 }

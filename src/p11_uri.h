@@ -20,7 +20,7 @@ typedef struct p11_uri {
     char *shown;    /* formatted from the parsed URI, without the PIN */
     int has_class;  /* type= was given */
     CK_OBJECT_CLASS cls;
-    char *pin_value;        /* our own copy, wiped at free; NULL if absent */
+    char *pin_value;        /* our own copy (p11_secmem); NULL if absent */
     const char *pin_source; /* owned by kit; NULL if absent */
 } p11_uri;
 
