@@ -10,11 +10,17 @@
 #include <stdio.h>
 
 const OSSL_ITEM hp_reason_strings[] = {
-    {HP_R_PKCS11, "PKCS#11 call failed"},        {HP_R_URI, "bad pkcs11 URI"},
-    {HP_R_NOT_FOUND, "not found on the token"},  {HP_R_KEY_TYPE, "wrong kind of key"},
-    {HP_R_UNSUPPORTED, "not supported"},         {HP_R_BAD_PARAM, "bad parameter"},
-    {HP_R_MODULE, "cannot load PKCS#11 module"}, {HP_R_LOGIN, "login failed"},
-    {HP_R_INTERNAL, "internal error"},           {0, NULL},
+    {HP_R_PKCS11, "PKCS#11 call failed"},
+    {HP_R_URI, "bad pkcs11 URI"},
+    {HP_R_NOT_FOUND, "not found on the token"},
+    {HP_R_KEY_TYPE, "wrong kind of key"},
+    {HP_R_UNSUPPORTED, "not supported"},
+    {HP_R_BAD_PARAM, "bad parameter"},
+    {HP_R_MODULE, "cannot load PKCS#11 module"},
+    {HP_R_LOGIN, "login failed"},
+    {HP_R_INTERNAL, "internal error"},
+    {HP_R_CONFIG, "bad configuration"},
+    {0, NULL},
 };
 
 static void set_error(hp_provctx *pctx, int reason, const char *fmt, ...)

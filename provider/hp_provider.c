@@ -9,6 +9,7 @@
 #include <openssl/crypto.h>
 #include <openssl/params.h>
 #include <openssl/provider.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -104,10 +105,11 @@ static const OSSL_PARAM *hp_gettable_params(void *provctx)
 
 static int hp_get_params(void *provctx, OSSL_PARAM params[])
 {
+    hp_provctx *pctx = provctx;
     OSSL_PARAM *p;
 
     p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_NAME);
-    if (p != NULL && !OSSL_PARAM_set_utf8_ptr(p, "hsmprov: keys in a PKCS#11 token"))
+    if (p != NULL && !OSSL_PARAM_set_utf8_ptr(p, pctx->display_name))
         return 0;
     p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_VERSION);
     if (p != NULL && !OSSL_PARAM_set_utf8_ptr(p, HSMPROV_VERSION))
@@ -116,8 +118,9 @@ static int hp_get_params(void *provctx, OSSL_PARAM params[])
     if (p != NULL && !OSSL_PARAM_set_utf8_ptr(p, "hsmprov " HSMPROV_VERSION
                                                  " for OpenSSL " OPENSSL_VERSION_STR))
         return 0;
+    /* 0 ("inactive" in `openssl list -providers`) while misconfigured. */
     p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_STATUS);
-    if (p != NULL && !OSSL_PARAM_set_int(p, 1))
+    if (p != NULL && !OSSL_PARAM_set_int(p, pctx->conf_error[0] == '\0'))
         return 0;
     return 1;
 }
@@ -172,6 +175,8 @@ p11_module *hp_module(hp_provctx *pctx)
     p11_module *m;
     CK_RV rv = CKR_OK;
 
+    if (!hp_config_usable(pctx))
+        return NULL;
     pthread_mutex_lock(&pctx->lock);
     if (pctx->module == NULL) {
         rv = p11_module_load(pctx->module_path, pctx->init_args, &pctx->module);
@@ -190,95 +195,90 @@ p11_module *hp_module(hp_provctx *pctx)
     return m;
 }
 
-static int parse_uint(hp_provctx *pctx, const char *name, const char *v, unsigned *out)
-{
-    char *end;
-    unsigned long x;
-
-    if (v == NULL)
-        return 1;
-    x = strtoul(v, &end, 10);
-    if (*v == '\0' || *end != '\0' || x > 1000000) {
-        hp_raise(pctx, HP_R_BAD_PARAM, "%s = \"%s\": expected a whole number", name, v);
-        return 0;
-    }
-    *out = (unsigned)x;
-    return 1;
-}
-
-static int parse_bool(hp_provctx *pctx, const char *name, const char *v, int *out)
-{
-    if (strcmp(v, "yes") == 0 || strcmp(v, "true") == 0 || strcmp(v, "1") == 0) {
-        *out = 1;
-    } else if (strcmp(v, "no") == 0 || strcmp(v, "false") == 0 || strcmp(v, "0") == 0) {
-        *out = 0;
-    } else {
-        hp_raise(pctx, HP_R_BAD_PARAM, "%s = \"%s\": expected yes or no", name, v);
-        return 0;
-    }
-    return 1;
-}
-
 static char *dup_or_null(const char *s)
 {
     return s != NULL && *s != '\0' ? strdup(s) : NULL;
 }
 
-static int read_config(hp_provctx *pctx, const OSSL_DISPATCH *in)
+/* Reads the directives. A bad value does not fail the provider's load: OpenSSL
+ * drops what a failed init raises and goes on without the provider, and the
+ * user would be left with "No store loader found". It is recorded in r, and
+ * the provider stays listed, refusing every operation with that text. */
+static int read_config(hp_provctx *pctx, const OSSL_DISPATCH *in, hp_conf_report *r)
 {
     OSSL_FUNC_core_get_params_fn *get_params = NULL;
-    char *path = NULL, *args = NULL, *pin = NULL, *behavior = NULL;
-    char *pool = NULL, *timeout = NULL, *in_token = NULL, *cache = NULL;
+    const char *values[HP_D_COUNT] = {NULL};
+    const char *provname = NULL;
+    OSSL_PARAM params[HP_D_COUNT + 2];
     const char *env;
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_utf8_ptr("pkcs11-module-path", &path, 0),
-        OSSL_PARAM_utf8_ptr("pkcs11-module-init-args", &args, 0),
-        OSSL_PARAM_utf8_ptr("pkcs11-module-token-pin", &pin, 0),
-        OSSL_PARAM_utf8_ptr("pkcs11-module-load-behavior", &behavior, 0),
-        OSSL_PARAM_utf8_ptr("pkcs11-pool-size", &pool, 0),
-        OSSL_PARAM_utf8_ptr("pkcs11-pool-wait-timeout-ms", &timeout, 0),
-        OSSL_PARAM_utf8_ptr("pkcs11-digest-in-token", &in_token, 0),
-        OSSL_PARAM_utf8_ptr("pkcs11-module-cache-keys", &cache, 0),
-        OSSL_PARAM_END,
-    };
+    hp_conf c;
+    size_t i;
 
+    for (i = 0; i < HP_D_COUNT; i++)
+        params[i] =
+            OSSL_PARAM_construct_utf8_ptr(hp_directives[i].name, (char **)&values[i], 0);
+    params[i++] = OSSL_PARAM_construct_utf8_ptr(OSSL_PROV_PARAM_CORE_PROV_NAME,
+                                                (char **)&provname, 0);
+    params[i] = OSSL_PARAM_construct_end();
     for (; in->function_id != 0; in++)
         if (in->function_id == OSSL_FUNC_CORE_GET_PARAMS)
             get_params = OSSL_FUNC_core_get_params(in);
     if (get_params != NULL && !get_params(pctx->handle, params))
         return 0;
 
+    hp_conf_defaults(&c);
+    for (i = 0; i < HP_D_COUNT; i++)
+        if (values[i] != NULL)
+            hp_conf_set(&c, &hp_directives[i], values[i], r);
+    hp_config_check_names(pctx->libctx, provname, values, r);
+
     /* The environment overrides the configuration, as for pkcs11-provider. */
     env = getenv("PKCS11_PROVIDER_MODULE");
-    pctx->module_path = strdup(env != NULL && *env != '\0'     ? env
-                               : path != NULL && *path != '\0' ? path
-                                                               : HSMPROV_DEFAULT_MODULE);
-    pctx->init_args = dup_or_null(args);
+    pctx->module_path = strdup(env != NULL && *env != '\0' ? env
+                               : c.module_path != NULL && *c.module_path != '\0'
+                                   ? c.module_path
+                                   : HSMPROV_DEFAULT_MODULE);
+    pctx->init_args = dup_or_null(c.init_args);
     /* A literal PIN is a PIN we keep: in locked pages, out of core dumps. */
-    if (pin != NULL && *pin != '\0' &&
-        (pctx->token_pin = p11_secmem_dup(pin, strlen(pin))) == NULL)
+    if (c.token_pin != NULL && *c.token_pin != '\0' &&
+        (pctx->token_pin = p11_secmem_dup(c.token_pin, strlen(c.token_pin))) == NULL)
         return 0;
-    if (behavior != NULL) {
-        if (strcmp(behavior, "early") == 0) {
-            pctx->load_early = 1;
-        } else if (strcmp(behavior, "late") != 0) {
-            hp_raise(pctx, HP_R_BAD_PARAM,
-                     "pkcs11-module-load-behavior = \"%s\": expected early or late",
-                     behavior);
-            return 0;
-        }
-    }
-    if (in_token != NULL &&
-        !parse_bool(pctx, "pkcs11-digest-in-token", in_token, &pctx->digest_in_token))
-        return 0;
-    pctx->cache_keys = 1;
-    if (cache != NULL &&
-        !parse_bool(pctx, "pkcs11-module-cache-keys", cache, &pctx->cache_keys))
-        return 0;
-    return pctx->module_path != NULL &&
-           parse_uint(pctx, "pkcs11-pool-size", pool, &pctx->pool_size) &&
-           parse_uint(pctx, "pkcs11-pool-wait-timeout-ms", timeout,
-                      &pctx->pool_timeout_ms);
+    pctx->load_early = c.load_early;
+    pctx->pool_size = c.pool_size;
+    pctx->pool_timeout_ms = c.pool_timeout_ms;
+    pctx->digest_in_token = c.digest_in_token;
+    pctx->cache_keys = c.cache_keys;
+    return pctx->module_path != NULL;
+}
+
+int hp_config_usable(hp_provctx *pctx)
+{
+    if (pctx->conf_error[0] == '\0')
+        return 1;
+    hp_raise(pctx, HP_R_CONFIG, "%s", pctx->conf_error);
+    return 0;
+}
+
+/* Records what the report found. A bad value is said once on the error
+ * queue (the load has in effect failed). OpenSSL's configuration loader
+ * discards errors raised while a provider loads, so the provider's name, as
+ * `openssl list -providers` shows it, carries the text too. A warning is not
+ * put on the queue: the load succeeds, and a stale entry on the queue makes
+ * a later, unrelated step fail (TLS does); it goes to stderr, once, where a
+ * server's start-up log catches it. */
+static void note_config_report(hp_provctx *pctx, const hp_conf_report *r)
+{
+    static const char base[] = "hsmprov: keys in a PKCS#11 token";
+
+    snprintf(pctx->conf_error, sizeof(pctx->conf_error), "%s", r->errors);
+    snprintf(pctx->conf_warning, sizeof(pctx->conf_warning), "%s", r->warnings);
+    snprintf(pctx->display_name, sizeof(pctx->display_name), "%s%s%s%s%s", base,
+             r->nerrors > 0 ? "; configuration error: " : "", r->errors,
+             r->nwarnings > 0 ? "; configuration warning: " : "", r->warnings);
+    if (r->nerrors > 0)
+        hp_raise(pctx, HP_R_CONFIG, "%s", r->errors);
+    if (r->nwarnings > 0)
+        fprintf(stderr, "hsmprov: configuration warning: %s\n", r->warnings);
 }
 
 static void *early_init(void *arg)
@@ -307,6 +307,7 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
 {
     hp_provctx *pctx = calloc(1, sizeof(*pctx));
     const OSSL_DISPATCH *d;
+    hp_conf_report report = {0};
 
     if (pctx == NULL)
         return 0;
@@ -331,8 +332,6 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
     if (pctx->core_new_error == NULL || pctx->core_set_error_debug == NULL ||
         pctx->core_vset_error == NULL)
         pctx->core_new_error = NULL;
-    if (!read_config(pctx, in))
-        goto err;
 
     /* Our own library context with the default provider: hashing on the host
      * (DESIGN §2.9) and public-key encoding happen there, never through this
@@ -344,9 +343,12 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
         hp_raise(pctx, HP_R_INTERNAL, "cannot load the default provider for hashing");
         goto err;
     }
+    if (!read_config(pctx, in, &report))
+        goto err;
+    note_config_report(pctx, &report);
     for (size_t i = 0; i < 5; i++)
         pctx->common_md[i] = EVP_MD_fetch(pctx->libctx, common_md_names[i][0], NULL);
-    if (pctx->load_early) {
+    if (pctx->load_early && pctx->conf_error[0] == '\0') {
         /* Load now, so that a wrong module path fails the provider's
          * activation. Initialise on a thread of our own: we are inside
          * OpenSSL's configuration loading, and a module that uses OpenSSL

@@ -2,6 +2,7 @@
 #ifndef HP_PROVIDER_H
 #define HP_PROVIDER_H
 
+#include "hp_config.h"
 #include "p11_object.h"
 
 #include <openssl/core.h>
@@ -39,6 +40,14 @@ typedef struct hp_provctx {
     unsigned pool_size, pool_timeout_ms;
     int digest_in_token; /* pkcs11-digest-in-token: stream digest-sign in the token */
     int cache_keys;      /* pkcs11-module-cache-keys: session copies of private keys */
+    /* Bad directive values: non-empty, the provider stays listed but every
+     * operation raises this text (hp_config_usable), so that the directive and
+     * its value reach the user instead of the provider vanishing. */
+    char conf_error[HP_CONF_TEXT_MAX];
+    char conf_warning[HP_CONF_TEXT_MAX]; /* unknown directives, ignored */
+    /* OSSL_PROV_PARAM_NAME: what `openssl list -providers` shows, with the
+     * above appended, since OpenSSL drops the errors raised at load. */
+    char display_name[2 * HP_CONF_TEXT_MAX + 128];
 
     pthread_mutex_t lock; /* guards lazy module loading */
     pthread_t early_init; /* pkcs11-module-load-behavior = early */
@@ -63,8 +72,18 @@ typedef struct hp_key {
 enum { HP_KEY_RSA = 1, HP_KEY_RSA_PSS, HP_KEY_EC, HP_KEY_ED25519 };
 
 /* The PKCS#11 module, loaded at first use (unless pkcs11-module-load-behavior
- * is early). Raises an OpenSSL error and returns NULL on failure. */
+ * is early). Raises an OpenSSL error and returns NULL on failure, and
+ * whenever the configuration is bad (hp_config_usable). */
 p11_module *hp_module(hp_provctx *pctx);
+
+/* 1 if the configuration is usable; else raises pctx->conf_error (the bad
+ * directives and their values) and returns 0. */
+int hp_config_usable(hp_provctx *pctx);
+
+/* Warns in r of unknown directives in this provider's openssl.cnf section
+ * (hp_config_file.c); core_values are those the core gave for hp_directives. */
+void hp_config_check_names(OSSL_LIB_CTX *libctx, const char *provname,
+                           const char *const core_values[HP_D_COUNT], hp_conf_report *r);
 
 /* A digest from our library context, up-referenced (free with EVP_MD_free).
  * The common ones come from a table filled at provider init, so that the
@@ -82,6 +101,7 @@ enum {
     HP_R_MODULE,      /* module could not be loaded */
     HP_R_LOGIN,       /* no PIN, wrong PIN */
     HP_R_INTERNAL,
+    HP_R_CONFIG, /* bad directive in the provider's openssl.cnf section */
 };
 extern const OSSL_ITEM hp_reason_strings[];
 void hp_raise_at(hp_provctx *pctx, const char *file, int line, const char *func,

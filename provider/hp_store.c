@@ -38,10 +38,14 @@ typedef struct store_ctx {
 
 static void *store_open(void *provctx, const char *uri)
 {
-    store_ctx *sc = calloc(1, sizeof(*sc));
+    store_ctx *sc;
     CK_RV rv;
 
-    if (sc == NULL)
+    /* Refused before the URI is even parsed: the bad directive is what the
+     * user must hear about. */
+    if (!hp_config_usable(provctx))
+        return NULL;
+    if ((sc = calloc(1, sizeof(*sc))) == NULL)
         return NULL;
     sc->pctx = provctx;
     rv = p11_uri_parse(uri, &sc->uri);

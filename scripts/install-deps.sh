@@ -7,6 +7,7 @@ set -euo pipefail
 
 packages=(
     build-essential cmake pkg-config   # compiler (with the ASan/UBSan runtimes), build
+    clang libclang-rt-14-dev           # tests/fuzz: clang and its libFuzzer runtime
     libssl-dev openssl                 # OpenSSL 3 headers and CLI
     libp11-kit-dev p11-kit p11-kit-modules  # RFC 7512 URI parser, p11-kit-proxy.so
     softhsm2                           # the PKCS#11 token the tests and the demo use

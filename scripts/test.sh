@@ -3,7 +3,9 @@
 # CTest suite; then builds again with ASan+UBSan (HSMPROV_SANITIZE=address)
 # and runs the suite there too; then a ThreadSanitizer build
 # (HSMPROV_SANITIZE=thread) runs the tests labelled `tsan` (the concurrency
-# stress and fork tests). Prints CTest's summary line for each.
+# stress and fork tests); then a clang build of the libFuzzer targets
+# (HSMPROV_FUZZ=ON, build-fuzz) runs each for a few seconds (label `fuzz`,
+# tests/fuzz/README.md). Prints CTest's summary line for each.
 # This is the README's test command, and exactly what CI runs (.ci/run).
 #
 # Environment:
@@ -12,6 +14,7 @@
 #   HSMPROV_ASAN_LABELS=RE   run only the tests whose labels match RE in the
 #                            ASan build (default: all)
 #   HSMPROV_SKIP_TSAN=1      no ThreadSanitizer build
+#   HSMPROV_SKIP_FUZZ=1      no fuzz build
 #   JOBS=N                   parallel build and test jobs (default: nproc)
 set -euo pipefail
 
@@ -37,8 +40,8 @@ suite() {
     if [ "$name" = asan ] && [ -n "${HSMPROV_ASAN_LABELS:-}" ]; then
         ctest_args+=(-L "$HSMPROV_ASAN_LABELS")
     fi
-    if [ "$name" = tsan ]; then
-        ctest_args+=(-L tsan)
+    if [ "$name" = tsan ] || [ "$name" = fuzz ]; then
+        ctest_args+=(-L "$name")
     fi
     echo "==== $name: ctest"
     (cd "$dir" && ctest --output-on-failure -j "$jobs" "${ctest_args[@]}") 2>&1 |
@@ -54,6 +57,11 @@ fi
 if [ -z "${HSMPROV_SKIP_TSAN:-}" ]; then
     suite tsan build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHSMPROV_SANITIZE=thread \
         -DHSMPROV_BUILD_BENCH=OFF
+fi
+if [ -z "${HSMPROV_SKIP_FUZZ:-}" ]; then
+    # libFuzzer comes with clang: a build directory of its own.
+    suite fuzz build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
+        -DHSMPROV_FUZZ=ON
 fi
 
 echo "==== summary ($(($(date +%s) - start)) s)"
