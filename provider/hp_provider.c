@@ -179,6 +179,7 @@ p11_module *hp_module(hp_provctx *pctx)
             pctx->module->pool_size = pctx->pool_size;
             pctx->module->pool_timeout_ms = pctx->pool_timeout_ms;
             pctx->module->cache_keys = pctx->cache_keys;
+            pctx->module->key_check_ms = pctx->key_check_interval * 1000;
         }
     }
     m = pctx->module;
@@ -228,7 +229,7 @@ static int read_config(hp_provctx *pctx, const OSSL_DISPATCH *in)
 {
     OSSL_FUNC_core_get_params_fn *get_params = NULL;
     char *path = NULL, *args = NULL, *pin = NULL, *behavior = NULL;
-    char *pool = NULL, *timeout = NULL, *in_token = NULL, *cache = NULL;
+    char *pool = NULL, *timeout = NULL, *in_token = NULL, *cache = NULL, *check = NULL;
     const char *env;
     OSSL_PARAM params[] = {
         OSSL_PARAM_utf8_ptr("pkcs11-module-path", &path, 0),
@@ -239,6 +240,7 @@ static int read_config(hp_provctx *pctx, const OSSL_DISPATCH *in)
         OSSL_PARAM_utf8_ptr("pkcs11-pool-wait-timeout-ms", &timeout, 0),
         OSSL_PARAM_utf8_ptr("pkcs11-digest-in-token", &in_token, 0),
         OSSL_PARAM_utf8_ptr("pkcs11-module-cache-keys", &cache, 0),
+        OSSL_PARAM_utf8_ptr("pkcs11-key-check-interval", &check, 0),
         OSSL_PARAM_END,
     };
 
@@ -272,7 +274,12 @@ static int read_config(hp_provctx *pctx, const OSSL_DISPATCH *in)
     if (cache != NULL &&
         !parse_bool(pctx, "pkcs11-module-cache-keys", cache, &pctx->cache_keys))
         return 0;
+    /* A key deleted from the token stops working within this many seconds,
+     * although its session copy lives on (p11_key_check). */
+    pctx->key_check_interval = 5;
     return pctx->module_path != NULL &&
+           parse_uint(pctx, "pkcs11-key-check-interval", check,
+                      &pctx->key_check_interval) &&
            parse_uint(pctx, "pkcs11-pool-size", pool, &pctx->pool_size) &&
            parse_uint(pctx, "pkcs11-pool-wait-timeout-ms", timeout,
                       &pctx->pool_timeout_ms);

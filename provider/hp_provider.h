@@ -39,6 +39,7 @@ typedef struct hp_provctx {
     unsigned pool_size, pool_timeout_ms;
     int digest_in_token; /* pkcs11-digest-in-token: stream digest-sign in the token */
     int cache_keys;      /* pkcs11-module-cache-keys: session copies of private keys */
+    unsigned key_check_interval; /* pkcs11-key-check-interval, seconds */
 
     pthread_mutex_t lock; /* guards lazy module loading */
     pthread_t early_init; /* pkcs11-module-load-behavior = early */
