@@ -56,6 +56,18 @@ static const OSSL_ALGORITHM store_algs[] = {
 
 #define SPKI_DER HP_PROPS ",output=der,structure=SubjectPublicKeyInfo"
 #define SPKI_PEM HP_PROPS ",output=pem,structure=SubjectPublicKeyInfo"
+/* Not the type-specific structures: i2d_PrivateKey asks for those first and
+ * then for PrivateKeyInfo, and one message is enough. */
+#define PRIV_ENCODER(names, out, structure)                                              \
+    {                                                                                    \
+        names, HP_PROPS ",output=" out ",structure=" structure,                          \
+            hp_private_key_encoder_functions, NULL                                       \
+    }
+#define PRIV_ENCODERS(names)                                                             \
+    PRIV_ENCODER(names, "der", "PrivateKeyInfo"),                                        \
+        PRIV_ENCODER(names, "pem", "PrivateKeyInfo"),                                    \
+        PRIV_ENCODER(names, "der", "EncryptedPrivateKeyInfo"),                           \
+        PRIV_ENCODER(names, "pem", "EncryptedPrivateKeyInfo")
 static const OSSL_ALGORITHM encoder_algs[] = {
     {RSA_NAMES, SPKI_DER, hp_rsa_spki_der_encoder_functions, NULL},
     {RSA_NAMES, SPKI_PEM, hp_rsa_spki_pem_encoder_functions, NULL},
@@ -65,6 +77,11 @@ static const OSSL_ALGORITHM encoder_algs[] = {
     {EC_NAMES, SPKI_PEM, hp_ec_spki_pem_encoder_functions, NULL},
     {ED25519_NAMES, SPKI_DER, hp_ed25519_spki_der_encoder_functions, NULL},
     {ED25519_NAMES, SPKI_PEM, hp_ed25519_spki_pem_encoder_functions, NULL},
+    /* Private key output of any of our keys: refused with a message. */
+    PRIV_ENCODERS(RSA_NAMES),
+    PRIV_ENCODERS(RSAPSS_NAMES),
+    PRIV_ENCODERS(EC_NAMES),
+    PRIV_ENCODERS(ED25519_NAMES),
     {NULL, NULL, NULL, NULL},
 };
 
