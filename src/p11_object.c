@@ -515,8 +515,7 @@ CK_RV p11_key_check(p11_key *k, CK_SESSION_HANDLE h)
             atomic_store(&k->gen, 0);
         }
         pthread_mutex_unlock(&k->refind_lock);
-        return p11_fail(CKR_OBJECT_HANDLE_INVALID, "C_GetAttributeValue",
-                        "%s: the private key object was replaced", k->name);
+        return CKR_OBJECT_HANDLE_INVALID; /* no failure: the caller retries */
     }
     /* Not decidable now (session or login lost, token removed): the
      * operation meets that itself; the next use checks again. */

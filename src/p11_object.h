@@ -71,10 +71,10 @@ CK_RV p11_key_current(p11_key *k);
  * when the private object was last confirmed more than m->key_check_ms ago,
  * one thread confirms it (one C_GetAttributeValue) while the others go on.
  * CKR_OK: present, not due, or not decidable now (the operation itself will
- * meet the trouble). CKR_OBJECT_HANDLE_INVALID, failure recorded: the object
- * is gone (k is marked gone, its copy destroyed, and every later use fails
- * in p11_key_current) or was replaced by another with the same identity (the
- * caller finds it again and retries). */
+ * meet the trouble). CKR_OBJECT_HANDLE_INVALID: the object is gone (failure
+ * recorded; k is marked gone, its copy destroyed, and every later use fails
+ * in p11_key_current), or it was replaced by another key with the same
+ * identity (nothing recorded; the caller finds it again and retries). */
 CK_RV p11_key_check(p11_key *k, CK_SESSION_HANDLE h);
 /* Whether k's handles are of the module's generation and the token's epoch. */
 int p11_key_fresh(p11_key *k);
