@@ -181,6 +181,10 @@ CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
             p11_lease_release(&l);
             break;
         }
+        /* Found deleted while this operation ran: its copy was destroyed
+         * under it, and the token's complaint is beside the point. */
+        if (uses_private && atomic_load(&k->gone))
+            return p11_key_fail_gone(k);
         return p11_fail_mech(rv, call, mech, k->name);
     }
 }

@@ -384,7 +384,7 @@ void p11_key_free(p11_key *k)
     free(k);
 }
 
-static CK_RV key_gone(const p11_key *k)
+CK_RV p11_key_fail_gone(const p11_key *k)
 {
     return p11_fail(CKR_OBJECT_HANDLE_INVALID, "C_GetAttributeValue",
                     "%s is gone: its private key object was deleted from the token, "
@@ -484,7 +484,7 @@ CK_RV p11_key_check(p11_key *k, CK_SESSION_HANDLE h)
     CK_RV rv;
 
     if (atomic_load(&k->gone))
-        return key_gone(k);
+        return p11_key_fail_gone(k);
     now = monotonic_ms();
     last = atomic_load(&k->checked_ms);
     if (now - last < (long long)k->tok->m->key_check_ms || o == CK_INVALID_HANDLE)
@@ -506,7 +506,7 @@ CK_RV p11_key_check(p11_key *k, CK_SESSION_HANDLE h)
             drop_copy(k);
             pthread_mutex_unlock(&k->refind_lock);
             p11_debug("%s: private key object deleted from the token", k->name);
-            return key_gone(k);
+            return p11_key_fail_gone(k);
         }
         /* Deleted and made again with the same identity: another key, which
          * the copy is not. Find it again and copy it anew. */
@@ -548,7 +548,7 @@ CK_RV p11_key_current(p11_key *k)
     CK_RV rv;
 
     if (atomic_load(&k->gone))
-        return key_gone(k);
+        return p11_key_fail_gone(k);
     rv = p11_module_ready(m);
     if (rv != CKR_OK)
         return rv;

@@ -76,6 +76,10 @@ CK_RV p11_key_current(p11_key *k);
  * in p11_key_current), or it was replaced by another key with the same
  * identity (nothing recorded; the caller finds it again and retries). */
 CK_RV p11_key_check(p11_key *k, CK_SESSION_HANDLE h);
+/* Records that k is gone (found deleted by p11_key_check) and returns
+ * CKR_OBJECT_HANDLE_INVALID: also for an operation that failed because the
+ * copy was destroyed under it. */
+CK_RV p11_key_fail_gone(const p11_key *k);
 /* Whether k's handles are of the module's generation and the token's epoch. */
 int p11_key_fresh(p11_key *k);
 

@@ -49,6 +49,7 @@ static CK_RV init_obj(p11_op *op, p11_token *t, p11_key *k, p11_op_kind kind,
         return rv;
     op->tok = t;
     op->kind = kind;
+    op->key = k != NULL && (kind == P11_SIGN || kind == P11_DECRYPT) ? k : NULL;
     for (int tries = 0;; tries++) {
         if (op->lease.pool == NULL) {
             rv = p11_lease_acquire(t->pool, &op->lease);
@@ -154,6 +155,9 @@ static CK_RV op_failed(p11_op *op, CK_RV rv, const char *call)
         op->active = 0;
     } else
         done(op);
+    /* As in p11_oneshot: the key was found deleted while this ran. */
+    if (op->key != NULL && atomic_load(&op->key->gone))
+        return p11_key_fail_gone(op->key);
     return p11_fail(rv, call, "token \"%s\"", op->tok->label);
 }
 
