@@ -292,6 +292,8 @@ static int asym_encrypt(void *vctx, unsigned char *out, size_t *outlen, size_t o
         rv = run(c, P11_ENCRYPT, CKM_RSA_PKCS, NULL, 0, in, inlen, out, &len);
         break;
     case RSA_NO_PADDING:
+        if (!hp_rsa_raw_input_ok(c->key, in, inlen, 1))
+            return 0;
         rv = run(c, P11_ENCRYPT, CKM_RSA_X_509, NULL, 0, in, inlen, out, &len);
         break;
     case RSA_PKCS1_OAEP_PADDING:
@@ -348,7 +350,7 @@ static int asym_decrypt(void *vctx, unsigned char *out, size_t *outlen, size_t o
     asym_ctx *c = vctx;
     size_t k = modulus_bytes(c), len = k;
     CK_RSA_PKCS_OAEP_PARAMS o;
-    unsigned char *buf;
+    unsigned char *buf, *padded = NULL;
     int n = -1, ok = 0;
     CK_RV rv;
 
@@ -365,6 +367,24 @@ static int asym_decrypt(void *vctx, unsigned char *out, size_t *outlen, size_t o
         rv = run(c, P11_DECRYPT, CKM_RSA_PKCS, NULL, 0, in, inlen, buf, &len);
         break;
     case RSA_NO_PADDING:
+        /* OpenSSL's RSA takes a short ciphertext as the smaller number it
+         * is; tokens refuse it (SoftHSM2: CKR_GENERAL_ERROR). So it goes to
+         * the token in the modulus' length, with the same checks. */
+        if (inlen > k) {
+            hp_raise(c->pctx, HP_R_BAD_PARAM,
+                     "data greater than mod len: %zu bytes for a %zu-byte modulus (%s)",
+                     inlen, k, c->key->p11 != NULL ? c->key->p11->name : "the key");
+            goto end;
+        }
+        if (inlen < k) {
+            if ((padded = OPENSSL_zalloc(k)) == NULL)
+                goto end;
+            memcpy(padded + (k - inlen), in, inlen);
+            in = padded;
+            inlen = k;
+        }
+        if (!hp_rsa_raw_input_ok(c->key, in, inlen, 1))
+            goto end;
         rv = run(c, P11_DECRYPT, CKM_RSA_X_509, NULL, 0, in, inlen, buf, &len);
         if (rv == CKR_OK) {
             left_pad(buf, len, k);
@@ -424,6 +444,7 @@ static int asym_decrypt(void *vctx, unsigned char *out, size_t *outlen, size_t o
     ok = 1;
 end:
     OPENSSL_clear_free(buf, k);
+    OPENSSL_free(padded);
     return ok;
 }
 

@@ -21,6 +21,8 @@ const hp_directive hp_directives[HP_D_COUNT] = {
     [HP_D_POOL_WAIT_TIMEOUT_MS] = {"pkcs11-pool-wait-timeout-ms", HP_CONF_UINT, 1000000},
     [HP_D_DIGEST_IN_TOKEN] = {"pkcs11-digest-in-token", HP_CONF_BOOL, 0},
     [HP_D_CACHE_KEYS] = {"pkcs11-module-cache-keys", HP_CONF_BOOL, 0},
+    /* Seconds; kept below UINT_MAX / 1000 (it is used in milliseconds). */
+    [HP_D_KEY_CHECK_INTERVAL] = {"pkcs11-key-check-interval", HP_CONF_UINT, 1000000},
 };
 
 const hp_directive *hp_directive_find(const char *name)
@@ -35,6 +37,9 @@ void hp_conf_defaults(hp_conf *c)
 {
     memset(c, 0, sizeof(*c));
     c->cache_keys = 1;
+    /* A key deleted from the token stops working within this many seconds,
+     * although its session copy lives on (p11_key_check). */
+    c->key_check_interval = 5;
 }
 
 int hp_conf_parse_uint(const char *v, unsigned max, unsigned *out)
@@ -186,6 +191,9 @@ int hp_conf_set(hp_conf *c, const hp_directive *d, const char *v, hp_conf_report
         break;
     case HP_D_CACHE_KEYS:
         ok = hp_conf_parse_bool(v, &c->cache_keys);
+        break;
+    case HP_D_KEY_CHECK_INTERVAL:
+        ok = hp_conf_parse_uint(v, d->max, &c->key_check_interval);
         break;
     }
     if (ok)

@@ -24,6 +24,7 @@ enum {
     HP_D_POOL_WAIT_TIMEOUT_MS,
     HP_D_DIGEST_IN_TOKEN,
     HP_D_CACHE_KEYS,
+    HP_D_KEY_CHECK_INTERVAL,
     HP_D_COUNT
 };
 
@@ -44,6 +45,7 @@ typedef struct hp_conf {
     int load_early;
     unsigned pool_size, pool_timeout_ms; /* 0: the default */
     int digest_in_token, cache_keys;
+    unsigned key_check_interval; /* seconds; 0: before every private-key use */
 } hp_conf;
 
 void hp_conf_defaults(hp_conf *c);

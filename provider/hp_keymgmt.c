@@ -497,6 +497,54 @@ size_t hp_key_size(const hp_key *k)
     return (size_t)(k->bits + 7) / 8;
 }
 
+/* Whether the big-endian number in is below k's modulus; 1 when the
+ * modulus is not known (the token decides then). */
+static int below_modulus(const hp_key *k, const unsigned char *in, size_t len)
+{
+    const unsigned char *n = k->n;
+    size_t n_len = k->n_len;
+
+    if (n == NULL)
+        return 1;
+    while (len > 0 && *in == 0)
+        in++, len--;
+    while (n_len > 0 && *n == 0)
+        n++, n_len--;
+    if (len != n_len)
+        return len < n_len;
+    return memcmp(in, n, len) < 0;
+}
+
+int hp_rsa_raw_input_ok(const hp_key *k, const unsigned char *in, size_t inlen, int raise)
+{
+    size_t mlen = (size_t)(k->bits + 7) / 8;
+    const char *why;
+
+    /* The reasons are those of OpenSSL's RSA (RSA_padding_add_none, then the
+     * range check of the RSA operation), so that a token key refuses what a
+     * software key refuses, with the same words. */
+    if (inlen > mlen)
+        why = "data too large for key size";
+    else if (inlen < mlen)
+        why = "data too small for key size";
+    else if (!below_modulus(k, in, inlen))
+        why = "data too large for modulus";
+    else
+        return 1;
+    if (!raise)
+        return 0;
+    if (inlen == mlen)
+        hp_raise(k->pctx, HP_R_BAD_PARAM,
+                 "%s: RSA without padding takes a number below the modulus (%s)", why,
+                 k->p11 != NULL ? k->p11->name : "the key");
+    else
+        hp_raise(k->pctx, HP_R_BAD_PARAM,
+                 "%s: RSA without padding takes exactly %zu bytes (the modulus' length), "
+                 "got %zu (%s)",
+                 why, mlen, inlen, k->p11 != NULL ? k->p11->name : "the key");
+    return 0;
+}
+
 static int km_get_params(void *keydata, OSSL_PARAM params[])
 {
     hp_key *k = keydata;

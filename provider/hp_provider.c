@@ -58,6 +58,18 @@ static const OSSL_ALGORITHM store_algs[] = {
 
 #define SPKI_DER HP_PROPS ",output=der,structure=SubjectPublicKeyInfo"
 #define SPKI_PEM HP_PROPS ",output=pem,structure=SubjectPublicKeyInfo"
+/* Not the type-specific structures: i2d_PrivateKey asks for those first and
+ * then for PrivateKeyInfo, and one message is enough. */
+#define PRIV_ENCODER(names, out, structure)                                              \
+    {                                                                                    \
+        names, HP_PROPS ",output=" out ",structure=" structure,                          \
+            hp_private_key_encoder_functions, NULL                                       \
+    }
+#define PRIV_ENCODERS(names)                                                             \
+    PRIV_ENCODER(names, "der", "PrivateKeyInfo"),                                        \
+        PRIV_ENCODER(names, "pem", "PrivateKeyInfo"),                                    \
+        PRIV_ENCODER(names, "der", "EncryptedPrivateKeyInfo"),                           \
+        PRIV_ENCODER(names, "pem", "EncryptedPrivateKeyInfo")
 static const OSSL_ALGORITHM encoder_algs[] = {
     {RSA_NAMES, SPKI_DER, hp_rsa_spki_der_encoder_functions, NULL},
     {RSA_NAMES, SPKI_PEM, hp_rsa_spki_pem_encoder_functions, NULL},
@@ -67,6 +79,11 @@ static const OSSL_ALGORITHM encoder_algs[] = {
     {EC_NAMES, SPKI_PEM, hp_ec_spki_pem_encoder_functions, NULL},
     {ED25519_NAMES, SPKI_DER, hp_ed25519_spki_der_encoder_functions, NULL},
     {ED25519_NAMES, SPKI_PEM, hp_ed25519_spki_pem_encoder_functions, NULL},
+    /* Private key output of any of our keys: refused with a message. */
+    PRIV_ENCODERS(RSA_NAMES),
+    PRIV_ENCODERS(RSAPSS_NAMES),
+    PRIV_ENCODERS(EC_NAMES),
+    PRIV_ENCODERS(ED25519_NAMES),
     {NULL, NULL, NULL, NULL},
 };
 
@@ -184,6 +201,7 @@ p11_module *hp_module(hp_provctx *pctx)
             pctx->module->pool_size = pctx->pool_size;
             pctx->module->pool_timeout_ms = pctx->pool_timeout_ms;
             pctx->module->cache_keys = pctx->cache_keys;
+            pctx->module->key_check_ms = pctx->key_check_interval * 1000;
         }
     }
     m = pctx->module;
@@ -248,6 +266,7 @@ static int read_config(hp_provctx *pctx, const OSSL_DISPATCH *in, hp_conf_report
     pctx->pool_timeout_ms = c.pool_timeout_ms;
     pctx->digest_in_token = c.digest_in_token;
     pctx->cache_keys = c.cache_keys;
+    pctx->key_check_interval = c.key_check_interval;
     return pctx->module_path != NULL;
 }
 

@@ -48,6 +48,7 @@ typedef struct hp_provctx {
     /* OSSL_PROV_PARAM_NAME: what `openssl list -providers` shows, with the
      * above appended, since OpenSSL drops the errors raised at load. */
     char display_name[2 * HP_CONF_TEXT_MAX + 128];
+    unsigned key_check_interval; /* pkcs11-key-check-interval, seconds */
 
     pthread_mutex_t lock; /* guards lazy module loading */
     pthread_t early_init; /* pkcs11-module-load-behavior = early */
@@ -123,6 +124,12 @@ CK_RV hp_login(hp_provctx *pctx, p11_token *t, const p11_uri *uri,
 hp_key *hp_key_from_p11(hp_provctx *pctx, p11_key *k);
 const char *hp_key_type_name(const p11_key *k);
 size_t hp_key_size(const hp_key *k); /* signature size */
+/* RSA without padding: whether in is a number below k's modulus written in
+ * exactly the modulus' length, as OpenSSL's own RSA requires (a token would
+ * pad short input with zeros). With raise, the refusal is raised with the
+ * default provider's reason ("data too small for key size", ...). */
+int hp_rsa_raw_input_ok(const hp_key *k, const unsigned char *in, size_t inlen,
+                        int raise);
 /* The key's public half as a default-provider EVP_PKEY in pctx->libctx. */
 EVP_PKEY *hp_key_public_pkey(const hp_key *k);
 
@@ -145,5 +152,6 @@ extern const OSSL_DISPATCH hp_rsa_spki_der_encoder_functions[];
 extern const OSSL_DISPATCH hp_rsa_spki_pem_encoder_functions[];
 extern const OSSL_DISPATCH hp_ec_spki_der_encoder_functions[];
 extern const OSSL_DISPATCH hp_ec_spki_pem_encoder_functions[];
+extern const OSSL_DISPATCH hp_private_key_encoder_functions[];
 
 #endif

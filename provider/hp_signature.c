@@ -412,6 +412,9 @@ static int sig_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsi
         *siglen = need;
         return 1;
     }
+    if (c->is_rsa && c->pad == RSA_NO_PADDING &&
+        !hp_rsa_raw_input_ok(c->key, tbs, tbslen, 1))
+        return 0;
     if (!prepare(c, tbs, tbslen, &p))
         return 0;
     if (c->is_rsa) {
@@ -488,6 +491,11 @@ static int sig_verify(void *vctx, const unsigned char *sig, size_t siglen,
     size_t rslen;
     int r;
 
+    /* Like OpenSSL's RSA: the recovered number, in the modulus' length,
+     * is compared with tbs; other input never matches (no error either). */
+    if (c->is_rsa && c->pad == RSA_NO_PADDING &&
+        !hp_rsa_raw_input_ok(c->key, tbs, tbslen, 0))
+        return 0;
     if (!prepare(c, tbs, tbslen, &p))
         return 0;
     if (!c->is_rsa) {

@@ -114,7 +114,15 @@ CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
             continue;
         }
         call = calls[kind].init_name;
-        rv = p11_call_init(t->m, kind, l.h, mech, o);
+        /* A copy outlives its token object: confirm now and then that the
+         * key was not deleted (cheap when not due). */
+        rv = uses_private ? p11_key_check(k, l.h) : CKR_OK;
+        if (rv != CKR_OK && atomic_load(&k->gone)) {
+            p11_lease_release(&l);
+            return rv;
+        }
+        if (rv == CKR_OK)
+            rv = p11_call_init(t->m, kind, l.h, mech, o);
         if (rv == CKR_OK) {
             call = calls[kind].op_name;
             *outlen = cap;
@@ -173,6 +181,10 @@ CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
             p11_lease_release(&l);
             break;
         }
+        /* Found deleted while this operation ran: its copy was destroyed
+         * under it, and the token's complaint is beside the point. */
+        if (uses_private && atomic_load(&k->gone))
+            return p11_key_fail_gone(k);
         return p11_fail_mech(rv, call, mech, k->name);
     }
 }

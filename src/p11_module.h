@@ -36,6 +36,7 @@ typedef struct p11_module {
     unsigned pool_size;       /* 0: online CPUs, capped by the token's max sessions */
     unsigned pool_timeout_ms; /* 0: wait for a free session without limit */
     int cache_keys;           /* use session-object copies of private keys */
+    unsigned key_check_ms;    /* confirm a key's token object at most this often */
 } p11_module;
 
 /* Loads the module (no C_Initialize yet: that happens at first use, so that a

@@ -7,6 +7,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+static long long monotonic_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* Runs a lease-holding step once more after the session or the login was
  * lost. Returns non-zero when a retry makes sense. */
@@ -246,6 +255,8 @@ CK_RV p11_key_load(p11_token *t, CK_OBJECT_HANDLE o, p11_key **out)
     k->tok = t;
     atomic_init(&k->gen, atomic_load(&t->m->gen));
     atomic_init(&k->epoch, atomic_load(&t->epoch));
+    atomic_init(&k->checked_ms, monotonic_ms()); /* read from the token just now */
+    atomic_init(&k->gone, 0);
     rv = p11_read_ulong(t, o, CKA_CLASS, &k->cls);
     if (rv == CKR_OK)
         rv = p11_read_ulong(t, o, CKA_KEY_TYPE, &k->type);
@@ -292,6 +303,11 @@ CK_OBJECT_HANDLE p11_key_private_handle(p11_key *k)
         k->priv == CK_INVALID_HANDLE)
         return k->priv;
     pthread_mutex_lock(&k->refind_lock);
+    /* Never a copy of a deleted key's handle, which may name another object. */
+    if (atomic_load(&k->gone)) {
+        pthread_mutex_unlock(&k->refind_lock);
+        return CK_INVALID_HANDLE;
+    }
     if (atomic_load(&k->copy_gen) != gen || atomic_load(&k->copy_epoch) != epoch) {
         CK_RV rv = p11_token_copy_object(t, k->priv, tmpl, 1, &h, &copy_gen);
 
@@ -354,16 +370,150 @@ void p11_key_free(p11_key *k)
     free(k);
 }
 
+CK_RV p11_key_fail_gone(const p11_key *k)
+{
+    return p11_fail(CKR_OBJECT_HANDLE_INVALID, "C_GetAttributeValue",
+                    "%s is gone: its private key object was deleted from the token, "
+                    "and the key cannot be used any more",
+                    k->name);
+}
+
+/* The identity a key is found again by (refind): class, key type, CKA_ID,
+ * CKA_LABEL, token object. */
+#define KEY_IDENTITY(k, cls, yes)                                                        \
+    {                                                                                    \
+        {CKA_CLASS, &(cls), sizeof(cls)}, {CKA_KEY_TYPE, &(k)->type, sizeof((k)->type)}, \
+            {CKA_ID, (k)->id, (k)->id_len},                                              \
+            {CKA_LABEL, (k)->label, (k)->label ? strlen((k)->label) : 0},                \
+            {CKA_TOKEN, &(yes), sizeof(yes)},                                            \
+    }
+
+/* Whether o is k's private object: the attributes of its identity are k's.
+ * *same is 0 for another object; rv is the call's answer otherwise. */
+static CK_RV is_private_of(p11_key *k, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, int *same)
+{
+    CK_OBJECT_CLASS cls = CK_UNAVAILABLE_INFORMATION;
+    CK_KEY_TYPE type = CK_UNAVAILABLE_INFORMATION;
+    unsigned char *id = malloc(k->id_len + 1);
+    CK_ATTRIBUTE a[3] = {
+        {CKA_CLASS, &cls, sizeof(cls)},
+        {CKA_KEY_TYPE, &type, sizeof(type)},
+        {CKA_ID, id, k->id_len},
+    };
+    CK_RV rv;
+
+    *same = 0;
+    if (id == NULL)
+        return CKR_HOST_MEMORY;
+    rv = P11_CALL(k->tok->m, C_GetAttributeValue, h, o, a, 3);
+    if (rv == CKR_OK)
+        *same = cls == CKO_PRIVATE_KEY && type == k->type &&
+                a[2].ulValueLen == k->id_len && memcmp(id, k->id, k->id_len) == 0;
+    else if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID ||
+             rv == CKR_ATTRIBUTE_SENSITIVE)
+        rv = CKR_OK; /* a CKA_ID longer than ours, or no key at all */
+    free(id);
+    return rv;
+}
+
+/* k's private object looked up by identity on session h; CK_INVALID_HANDLE
+ * in *found when there is none. */
+static CK_RV find_private_on(p11_key *k, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE *found)
+{
+    p11_module *m = k->tok->m;
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    CK_BBOOL yes = CK_TRUE;
+    CK_ATTRIBUTE tmpl[5] = KEY_IDENTITY(k, cls, yes);
+    CK_ULONG got = 0;
+    CK_RV rv;
+
+    *found = CK_INVALID_HANDLE;
+    rv = P11_CALL(m, C_FindObjectsInit, h, tmpl, 5);
+    if (rv != CKR_OK)
+        return rv;
+    rv = P11_CALL(m, C_FindObjects, h, found, 1, &got);
+    P11_CALL(m, C_FindObjectsFinal, h);
+    if (rv == CKR_OK && got == 0)
+        *found = CK_INVALID_HANDLE;
+    return rv;
+}
+
+/* Whether session h is logged in as the user, or the token needs no login:
+ * only then does an empty search prove that a private object is gone. */
+static int sees_private_objects(p11_key *k, CK_SESSION_HANDLE h)
+{
+    CK_SESSION_INFO si;
+
+    if (!(k->tok->info.flags & CKF_LOGIN_REQUIRED))
+        return 1;
+    return P11_CALL(k->tok->m, C_GetSessionInfo, h, &si) == CKR_OK &&
+           (si.state == CKS_RO_USER_FUNCTIONS || si.state == CKS_RW_USER_FUNCTIONS);
+}
+
+/* Destroys k's copy, if it is of the current generation and epoch, and
+ * forgets it. Called with refind_lock held. */
+static void drop_copy(p11_key *k)
+{
+    unsigned copy_gen = atomic_load(&k->copy_gen);
+
+    if (copy_gen != 0 && copy_gen == atomic_load(&k->tok->m->gen) &&
+        atomic_load(&k->copy_epoch) == atomic_load(&k->tok->epoch))
+        p11_token_destroy_object(k->tok, atomic_load(&k->copy), copy_gen);
+    atomic_store(&k->copy_gen, 0);
+}
+
+CK_RV p11_key_check(p11_key *k, CK_SESSION_HANDLE h)
+{
+    long long now, last;
+    CK_OBJECT_HANDLE o = atomic_load(&k->priv), found;
+    int same;
+    CK_RV rv;
+
+    if (atomic_load(&k->gone))
+        return p11_key_fail_gone(k);
+    now = monotonic_ms();
+    last = atomic_load(&k->checked_ms);
+    if (now - last < (long long)k->tok->m->key_check_ms || o == CK_INVALID_HANDLE)
+        return CKR_OK;
+    /* One thread checks; the others go on with the key meanwhile. */
+    if (!atomic_compare_exchange_strong(&k->checked_ms, &last, now))
+        return CKR_OK;
+    rv = is_private_of(k, h, o, &same);
+    if (rv == CKR_OK && same)
+        return CKR_OK;
+    /* The handle is dead or names another object (tokens reuse handle
+     * numbers): is the key still there under another handle? */
+    if ((rv == CKR_OK || rv == CKR_OBJECT_HANDLE_INVALID) &&
+        find_private_on(k, h, &found) == CKR_OK &&
+        (found != CK_INVALID_HANDLE || sees_private_objects(k, h))) {
+        pthread_mutex_lock(&k->refind_lock);
+        if (found == CK_INVALID_HANDLE) {
+            atomic_store(&k->gone, 1);
+            drop_copy(k);
+            pthread_mutex_unlock(&k->refind_lock);
+            p11_debug("%s: private key object deleted from the token", k->name);
+            return p11_key_fail_gone(k);
+        }
+        /* Deleted and made again with the same identity: another key, which
+         * the copy is not. Find it again and copy it anew. */
+        if (atomic_load(&k->priv) == o) {
+            drop_copy(k);
+            atomic_store(&k->gen, 0);
+        }
+        pthread_mutex_unlock(&k->refind_lock);
+        return CKR_OBJECT_HANDLE_INVALID; /* no failure: the caller retries */
+    }
+    /* Not decidable now (session or login lost, token removed): the
+     * operation meets that itself; the next use checks again. */
+    atomic_store(&k->checked_ms, last);
+    p11_failure_clear();
+    return CKR_OK;
+}
+
 static CK_OBJECT_HANDLE refind(p11_key *k, CK_OBJECT_CLASS cls)
 {
     CK_BBOOL yes = CK_TRUE;
-    CK_ATTRIBUTE tmpl[5] = {
-        {CKA_CLASS, &cls, sizeof(cls)},
-        {CKA_KEY_TYPE, &k->type, sizeof(k->type)},
-        {CKA_ID, k->id, k->id_len},
-        {CKA_LABEL, k->label, k->label ? strlen(k->label) : 0},
-        {CKA_TOKEN, &yes, sizeof(yes)},
-    };
+    CK_ATTRIBUTE tmpl[5] = KEY_IDENTITY(k, cls, yes);
     CK_OBJECT_HANDLE *v, h = CK_INVALID_HANDLE;
     CK_ULONG n;
 
@@ -383,6 +533,8 @@ CK_RV p11_key_current(p11_key *k)
     unsigned gen;
     CK_RV rv;
 
+    if (atomic_load(&k->gone))
+        return p11_key_fail_gone(k);
     rv = p11_module_ready(m);
     if (rv != CKR_OK)
         return rv;

@@ -26,6 +26,13 @@ typedef struct p11_key {
     _Atomic CK_OBJECT_HANDLE copy;
     atomic_uint copy_gen, copy_epoch;
     atomic_int copy_refused; /* the token would not copy it: do not ask again */
+    /* The copy outlives the token object: deleting the key from the token
+     * does not stop a running process from signing with it. So the private
+     * object is confirmed present every m->key_check_ms (p11_key_check):
+     * checked_ms is when it last was (CLOCK_MONOTONIC, milliseconds), gone
+     * is set for good once it was found deleted. */
+    atomic_llong checked_ms;
+    atomic_int gone;
     unsigned char *id;
     CK_ULONG id_len;
     char *label;
@@ -60,6 +67,19 @@ void p11_key_handle_failed(p11_key *k, CK_OBJECT_HANDLE h);
 /* Makes sure k's handles belong to the module's current generation, finding
  * the objects again by identity if not. */
 CK_RV p11_key_current(p11_key *k);
+/* Before a private-key operation on session h (whose lease the caller holds):
+ * when the private object was last confirmed more than m->key_check_ms ago,
+ * one thread confirms it (one C_GetAttributeValue) while the others go on.
+ * CKR_OK: present, not due, or not decidable now (the operation itself will
+ * meet the trouble). CKR_OBJECT_HANDLE_INVALID: the object is gone (failure
+ * recorded; k is marked gone, its copy destroyed, and every later use fails
+ * in p11_key_current), or it was replaced by another key with the same
+ * identity (nothing recorded; the caller finds it again and retries). */
+CK_RV p11_key_check(p11_key *k, CK_SESSION_HANDLE h);
+/* Records that k is gone (found deleted by p11_key_check) and returns
+ * CKR_OBJECT_HANDLE_INVALID: also for an operation that failed because the
+ * copy was destroyed under it. */
+CK_RV p11_key_fail_gone(const p11_key *k);
 /* Whether k's handles are of the module's generation and the token's epoch. */
 int p11_key_fresh(p11_key *k);
 

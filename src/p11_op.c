@@ -29,8 +29,9 @@ static void done(p11_op *op)
 /* o was valid in token epoch `epoch`. A handle from an older epoch may name
  * another object now: rather than use it, answer CKR_OBJECT_HANDLE_INVALID so
  * that the caller finds (or makes) its object again. */
-static CK_RV init_obj(p11_op *op, p11_token *t, p11_op_kind kind, CK_MECHANISM *mech,
-                      CK_OBJECT_HANDLE o, const char *name, unsigned epoch)
+static CK_RV init_obj(p11_op *op, p11_token *t, p11_key *k, p11_op_kind kind,
+                      CK_MECHANISM *mech, CK_OBJECT_HANDLE o, const char *name,
+                      unsigned epoch)
 {
     CK_RV rv;
 
@@ -48,6 +49,7 @@ static CK_RV init_obj(p11_op *op, p11_token *t, p11_op_kind kind, CK_MECHANISM *
         return rv;
     op->tok = t;
     op->kind = kind;
+    op->key = k != NULL && (kind == P11_SIGN || kind == P11_DECRYPT) ? k : NULL;
     for (int tries = 0;; tries++) {
         if (op->lease.pool == NULL) {
             rv = p11_lease_acquire(t->pool, &op->lease);
@@ -61,6 +63,14 @@ static CK_RV init_obj(p11_op *op, p11_token *t, p11_op_kind kind, CK_MECHANISM *
             return p11_fail(CKR_OBJECT_HANDLE_INVALID, init_names[kind],
                             "%s: the token lost its sessions since the key was found",
                             name);
+        }
+        /* As in p11_oneshot: a deleted key is noticed within the interval. */
+        if (k != NULL && (kind == P11_SIGN || kind == P11_DECRYPT)) {
+            rv = p11_key_check(k, op->lease.h);
+            if (rv != CKR_OK) {
+                p11_lease_release(&op->lease);
+                return rv;
+            }
         }
         rv = p11_call_init(op->tok->m, op->kind, op->lease.h, mech, o);
         if (rv == CKR_OK) {
@@ -93,7 +103,7 @@ static CK_RV init_obj(p11_op *op, p11_token *t, p11_op_kind kind, CK_MECHANISM *
 CK_RV p11_op_init_obj(p11_op *op, p11_token *t, p11_op_kind kind, CK_MECHANISM *mech,
                       CK_OBJECT_HANDLE o, const char *name)
 {
-    return init_obj(op, t, kind, mech, o, name, atomic_load(&t->epoch));
+    return init_obj(op, t, NULL, kind, mech, o, name, atomic_load(&t->epoch));
 }
 
 CK_RV p11_op_digest_init(p11_op *op, p11_token *t, CK_MECHANISM *mech)
@@ -118,7 +128,7 @@ CK_RV p11_op_init(p11_op *op, p11_key *k, p11_op_kind kind, CK_MECHANISM *mech)
             return p11_fail(CKR_KEY_HANDLE_INVALID, init_names[kind],
                             "%s has no %s key object on the token", k->name,
                             priv ? "private" : "public");
-        rv = init_obj(op, k->tok, kind, mech, o, k->name, epoch);
+        rv = init_obj(op, k->tok, k, kind, mech, o, k->name, epoch);
         if ((rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID ||
              rv == CKR_KEY_FUNCTION_NOT_PERMITTED || rv == CKR_KEY_TYPE_INCONSISTENT) &&
             retried < 3) {
@@ -145,6 +155,9 @@ static CK_RV op_failed(p11_op *op, CK_RV rv, const char *call)
         op->active = 0;
     } else
         done(op);
+    /* As in p11_oneshot: the key was found deleted while this ran. */
+    if (op->key != NULL && atomic_load(&op->key->gone))
+        return p11_key_fail_gone(op->key);
     return p11_fail(rv, call, "token \"%s\"", op->tok->label);
 }
 

@@ -15,13 +15,14 @@ typedef struct p11_op {
     p11_lease lease;
     p11_token *tok;
     p11_op_kind kind;
-    int active; /* Init succeeded and no call has ended the operation yet */
-    int keep;   /* keep the lease when the operation ends: a next step follows */
+    int active;   /* Init succeeded and no call has ended the operation yet */
+    int keep;     /* keep the lease when the operation ends: a next step follows */
+    p11_key *key; /* the private key used, if any (owned by the caller's context) */
 } p11_op;
 
 #define P11_OP_INIT                                                                      \
     {                                                                                    \
-        P11_LEASE_INIT, NULL, P11_SIGN, 0, 0                                             \
+        P11_LEASE_INIT, NULL, P11_SIGN, 0, 0, NULL                                       \
     }
 
 /* Leases a session (keeps the one held, after aborting what runs on it) and

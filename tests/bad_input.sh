@@ -15,6 +15,10 @@
 #     env_module_override  PKCS11_PROVIDER_MODULE (missing file) beats the config
 #     not_a_module         pkcs11-module-path names a library that is no PKCS#11 module
 #     mechanism_missing    RSA X9.31 padding, which SoftHSM2 does not have
+#     private_export_refused_with_message
+#                          openssl pkey -out (DER, PEM, encrypted PEM) of a
+#                          token private key: refused with a message that the
+#                          key stays in the token; -pubout still works
 #
 # The right and the wrong PIN are distinctive strings, so that a PIN in the
 # output cannot be mistaken for a hex dump or a line number.
@@ -132,6 +136,29 @@ mechanism_missing)
     sign_fails "pkcs11:token=demo;object=rsa;type=private" \
         -pkeyopt rsa_padding_mode:x931 -pkeyopt digest:sha256
     hp_out_has "CKR_MECHANISM_INVALID" "CKM_"
+    ;;
+private_export_refused_with_message)
+    for obj in rsa ec; do
+        uri="pkcs11:token=demo;object=$obj;type=private"
+        for out in "-outform DER" "-outform PEM" "-outform PEM -aes256 -passout pass:x"; do
+            hp_step "openssl pkey -in $uri $out -out FILE"
+            rm -f "$T/out"
+            # shellcheck disable=SC2086
+            hp_fails openssl pkey -in "$uri" $out -out "$T/out"
+            printf '%s\n' "$HP_OUT"
+            hp_out_has "the private key of pkcs11:token=demo;id=" "object=$obj;type=private" \
+                "stays in the token: it cannot be exported" "use -pubout for the public key"
+            hp_no_pin
+            # openssl opens the output file before the key is encoded: it may
+            # exist, but empty.
+            [ ! -s "$T/out" ] || hp_fail "something was written to the output file"
+        done
+        hp_step "-pubout still writes the public key"
+        hp_pubout "$uri" "$T/pub.pem"
+        hp_ok openssl pkeyutl -sign -inkey "$uri" -in "$T/msg.hash" -out "$T/sig"
+        hp_ok openssl pkeyutl -verify -pubin -inkey "$T/pub.pem" -in "$T/msg.hash" \
+            -sigfile "$T/sig"
+    done
     ;;
 *) hp_fail "unknown case $case" ;;
 esac

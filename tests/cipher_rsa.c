@@ -14,9 +14,16 @@
  *   errors     tampered ciphertexts, a wrong label, a wrong digest: an error,
  *              never a plaintext (of any length); too small buffers, a public
  *              key, TLS padding and oversized messages: clear errors.
+ *   raw        no padding, with the default provider and the same key
+ *              ("rsaimp") as the reference: signing, encryption, decryption
+ *              and verification of inputs shorter than the modulus, of its
+ *              length below it, equal to it, above it, and longer. The token
+ *              key gives the same result, or refuses with the same reason
+ *              ("data too small for key size", ...), never padding silently.
  */
 #include "conc_util.h"
 
+#include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -365,6 +372,174 @@ static int run_errors(void)
     return ct_result("errors");
 }
 
+enum raw_op { RAW_SIGN, RAW_VERIFY, RAW_ENCRYPT, RAW_DECRYPT };
+static const char *const raw_op_names[] = {"sign", "verify", "encrypt", "decrypt"};
+
+/* One operation without padding. 1: done (out, *outlen; for VERIFY, sig is
+ * checked and 1 means it matched); 0: refused, with the reason of the first
+ * error in why (empty when there was none). */
+static int raw_op(EVP_PKEY *k, const char *propq, enum raw_op op, const unsigned char *in,
+                  size_t inlen, const unsigned char *sig, size_t siglen,
+                  unsigned char *out, size_t *outlen, char *why, size_t whylen)
+{
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(NULL, k, propq);
+    int ok = c != NULL;
+    char errs[1024];
+
+    why[0] = '\0';
+    if (ok)
+        ok = (op == RAW_SIGN      ? EVP_PKEY_sign_init(c)
+              : op == RAW_VERIFY  ? EVP_PKEY_verify_init(c)
+              : op == RAW_ENCRYPT ? EVP_PKEY_encrypt_init(c)
+                                  : EVP_PKEY_decrypt_init(c)) > 0 &&
+             EVP_PKEY_CTX_set_rsa_padding(c, RSA_NO_PADDING) > 0;
+    if (!ok) {
+        ct_fail("%s: set-up without padding (%s)", raw_op_names[op],
+                propq != NULL ? propq : "token key");
+    } else {
+        switch (op) {
+        case RAW_SIGN:
+            ok = EVP_PKEY_sign(c, out, outlen, in, inlen) > 0;
+            break;
+        case RAW_VERIFY:
+            ok = EVP_PKEY_verify(c, sig, siglen, in, inlen) > 0;
+            break;
+        case RAW_ENCRYPT:
+            ok = EVP_PKEY_encrypt(c, out, outlen, in, inlen) > 0;
+            break;
+        case RAW_DECRYPT:
+            ok = EVP_PKEY_decrypt(c, out, outlen, in, inlen) > 0;
+            break;
+        }
+        if (!ok && ERR_peek_error() != 0) {
+            const char *r = ERR_reason_error_string(ERR_peek_error());
+
+            snprintf(why, whylen, "%s", r != NULL ? r : "");
+        }
+    }
+    ct_errors(errs, sizeof(errs));
+    if (!ok && why[0] != '\0')
+        snprintf(why + strlen(why), whylen - strlen(why), " [%s]", errs);
+    EVP_PKEY_CTX_free(c);
+    return ok;
+}
+
+static int run_raw(void)
+{
+    ct_key imp = {0};
+    EVP_PKEY *priv = soft_private();
+    BIGNUM *n = NULL;
+    unsigned char nbytes[512], below[512], sig[512];
+    size_t k, siglen = sizeof(sig);
+    char w[1024];
+    int cases = 0;
+
+    if (priv == NULL || !ct_key_load(&imp, "rsaimp") ||
+        !EVP_PKEY_get_bn_param(imp.pub, OSSL_PKEY_PARAM_RSA_N, &n))
+        return ct_result("raw");
+    k = (size_t)EVP_PKEY_get_size(imp.tok);
+    BN_bn2binpad(n, nbytes, (int)k);
+    RAND_bytes(below, (int)k);
+    below[0] = 0;
+    if (!raw_op(priv, "provider=default", RAW_SIGN, below, k, NULL, 0, sig, &siglen, w,
+                sizeof(w)))
+        ct_fail("software raw signature: %s", w);
+    for (int op = RAW_SIGN; op <= RAW_DECRYPT; op++) {
+        /* Inputs: shorter than the modulus, one byte short, its length below
+         * it, the modulus itself, all ones, one byte longer; for
+         * verification the signed number in several lengths. */
+        struct {
+            const char *name;
+            unsigned char v[520];
+            size_t len;
+        } in[8];
+        size_t nin = 0;
+
+        memset(in, 0, sizeof(in));
+        in[nin].name = "64 bytes";
+        RAND_bytes(in[nin].v, 64);
+        in[nin].v[0] |= 0x80;
+        in[nin++].len = 64;
+        in[nin].name = "one byte less than the modulus";
+        RAND_bytes(in[nin].v, (int)k - 1);
+        in[nin].v[0] |= 0x80;
+        in[nin++].len = k - 1;
+        in[nin].name = "the modulus' length, below it";
+        memcpy(in[nin].v, below, k);
+        in[nin++].len = k;
+        in[nin].name = "the modulus itself";
+        memcpy(in[nin].v, nbytes, k);
+        in[nin++].len = k;
+        in[nin].name = "the modulus' length, all ones";
+        memset(in[nin].v, 0xff, k);
+        in[nin++].len = k;
+        in[nin].name = "one byte more than the modulus";
+        RAND_bytes(in[nin].v, (int)k + 1);
+        in[nin++].len = k + 1;
+        if (op == RAW_VERIFY) {
+            in[nin].name = "the signed number without its leading zero";
+            memcpy(in[nin].v, below + 1, k - 1);
+            in[nin++].len = k - 1;
+            in[nin].name = "the signed number with one more leading zero";
+            memcpy(in[nin].v + 1, below, k);
+            in[nin++].len = k + 1;
+        }
+        for (size_t i = 0; i < nin; i++) {
+            int private_op = op == RAW_SIGN || op == RAW_DECRYPT;
+            EVP_PKEY *ref = private_op ? priv : imp.pub;
+            unsigned char o1[520], o2[520];
+            size_t l1 = sizeof(o1), l2 = sizeof(o2);
+            char w1[1024], w2[1024];
+            int r1 = raw_op(ref, "provider=default", (enum raw_op)op, in[i].v, in[i].len,
+                            sig, siglen, o1, &l1, w1, sizeof(w1));
+            int r2 = raw_op(imp.tok, NULL, (enum raw_op)op, in[i].v, in[i].len, sig,
+                            siglen, o2, &l2, w2, sizeof(w2));
+            const char *what = raw_op_names[op];
+
+            cases++;
+            if (r1 && !r2) {
+                ct_fail("%s of %s: the default provider accepts, the token key refuses: "
+                        "%s",
+                        what, in[i].name, w2);
+            } else if (!r1 && r2) {
+                ct_fail("%s of %s: the default provider refuses (%s), the token key "
+                        "accepts",
+                        what, in[i].name, w1);
+            } else if (r1 && op != RAW_VERIFY && (l1 != l2 || memcmp(o1, o2, l1) != 0)) {
+                ct_fail("%s of %s: the token key's result differs from the default "
+                        "provider's",
+                        what, in[i].name);
+            } else if (!r1) {
+                /* The same refusal: the default's reason in the token key's
+                 * error (for verification, a mismatch is no error). */
+                char reason[1024];
+
+                snprintf(reason, sizeof(reason), "%s", w1);
+                if (strchr(reason, '[') != NULL)
+                    *strchr(reason, '[') = '\0';
+                while (reason[0] != '\0' && reason[strlen(reason) - 1] == ' ')
+                    reason[strlen(reason) - 1] = '\0';
+                if (reason[0] != '\0' && strstr(w2, reason) == NULL)
+                    ct_fail("%s of %s: the default provider says \"%s\", the token key "
+                            "says: %s",
+                            what, in[i].name, reason, w2[0] ? w2 : "(no error)");
+                else if (op != RAW_VERIFY && w2[0] == '\0')
+                    ct_fail("%s of %s refused without an error", what, in[i].name);
+                else
+                    printf("raw: %s of %s: refused by both: %s\n", what, in[i].name,
+                           reason[0] ? reason : "no match");
+            } else {
+                printf("raw: %s of %s: same result\n", what, in[i].name);
+            }
+        }
+    }
+    printf("raw: %d cases\n", cases);
+    BN_free(n);
+    ct_key_free(&imp);
+    EVP_PKEY_free(priv);
+    return ct_result("raw");
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "";
@@ -375,6 +550,8 @@ int main(int argc, char **argv)
         return run_roundtrip();
     if (strcmp(mode, "errors") == 0)
         return run_errors();
-    fprintf(stderr, "usage: cipher_rsa roundtrip|errors\n");
+    if (strcmp(mode, "raw") == 0)
+        return run_raw();
+    fprintf(stderr, "usage: cipher_rsa roundtrip|errors|raw\n");
     return 2;
 }
