@@ -5,19 +5,21 @@
 #include <string.h>
 
 static _Thread_local p11_failure last;
-_Thread_local int p11_failure_note_set;
+static _Thread_local int note_set;
 static _Thread_local CK_RV note_rv;
+static _Thread_local const char *note_call;
 static _Thread_local char note[240];
 
-void p11_failure_note(CK_RV rv, const char *fmt, ...)
+void p11_failure_note(CK_RV rv, const char *call, const char *fmt, ...)
 {
     va_list ap;
 
     note_rv = rv;
+    note_call = call;
     va_start(ap, fmt);
     vsnprintf(note, sizeof(note), fmt, ap);
     va_end(ap);
-    p11_failure_note_set = 1;
+    note_set = 1;
 }
 
 CK_RV p11_fail(CK_RV rv, const char *call, const char *fmt, ...)
@@ -27,11 +29,11 @@ CK_RV p11_fail(CK_RV rv, const char *call, const char *fmt, ...)
 
     last.rv = rv;
     last.call = call;
-    if (p11_failure_note_set && note_rv == rv) {
+    if (note_set && note_rv == rv && call != NULL && strcmp(call, note_call) == 0) {
         off = (size_t)snprintf(last.what, sizeof(last.what), "%s; ", note);
         if (off >= sizeof(last.what))
             off = sizeof(last.what) - 1;
-        p11_failure_note_set = 0;
+        note_set = 0;
     }
     va_start(ap, fmt);
     vsnprintf(last.what + off, sizeof(last.what) - off, fmt, ap);
@@ -46,7 +48,7 @@ const p11_failure *p11_last_failure(void)
 
 void p11_failure_clear(void)
 {
-    p11_failure_note_set = 0;
+    note_set = 0;
     last.call = NULL;
     last.rv = CKR_OK;
     last.what[0] = '\0';

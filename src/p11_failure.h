@@ -22,12 +22,11 @@ CK_RV p11_fail(CK_RV rv, const char *call, const char *fmt, ...)
 const p11_failure *p11_last_failure(void);
 
 /* A call refused before it reached the module (the process is exiting, the
- * module lacks the function) leaves a note; the next p11_fail() on this
- * thread with the same rv leads with it, so that the report says why the
- * call was not made. Every call that does reach the module clears it. */
-void p11_failure_note(CK_RV rv, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-extern _Thread_local int p11_failure_note_set;
+ * module lacks the function) leaves a note; a later p11_fail() on this
+ * thread for the same call and rv leads with it, so that the report says why
+ * the call was not made. */
+void p11_failure_note(CK_RV rv, const char *call, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void p11_failure_clear(void);
 
 #endif

@@ -124,17 +124,16 @@ static void park_while_exiting(void)
 int p11_call_refuse(p11_module *m, const char *fn, int missing)
 {
     atomic_fetch_sub(&m->inflight, 1);
-    if (!missing)
-        park_while_exiting();
     if (missing) {
         p11_call_refused_rv = CKR_FUNCTION_NOT_SUPPORTED;
         p11_failure_note(
-            CKR_FUNCTION_NOT_SUPPORTED,
+            CKR_FUNCTION_NOT_SUPPORTED, fn,
             "module %s does not implement %s (no entry in its function list)", m->path,
             fn);
     } else {
+        park_while_exiting();
         p11_call_refused_rv = CKR_CRYPTOKI_NOT_INITIALIZED;
-        p11_failure_note(CKR_CRYPTOKI_NOT_INITIALIZED,
+        p11_failure_note(CKR_CRYPTOKI_NOT_INITIALIZED, fn,
                          "%s not called: the process is exiting and module %s is being "
                          "finalised",
                          fn, m->path);

@@ -89,7 +89,8 @@ CK_RV p11_err_pop(CK_RV rv);
  * count (both sequentially consistent): either the call sees the flag and
  * never enters the module, or the handler sees the call and waits for it.
  * A function the module's list lacks (NULL) is never called either; both
- * refusals leave a note that the caller's p11_fail() adds to its text. */
+ * refusals leave a note that the caller's p11_fail() for that call adds to
+ * its text. */
 extern atomic_int p11_exiting;
 extern _Thread_local CK_RV p11_call_refused_rv;
 int p11_call_refuse(p11_module *m, const char *fn, int missing);
@@ -100,7 +101,6 @@ static inline int p11_call_enter(p11_module *m, const char *fn, int missing)
     if (__builtin_expect(missing || atomic_load(&p11_exiting), 0))
         return p11_call_refuse(m, fn, missing);
     p11_call_depth++;
-    p11_failure_note_set = 0;
     p11_err_mark();
     return 0;
 }
