@@ -176,6 +176,10 @@ static void hp_teardown(void *provctx)
          * process is ending; keep it all. */
         pctx->kept_next = kept_at_exit;
         kept_at_exit = pctx;
+        /* Not joined: it may be waiting for the process to end. */
+        if (pctx->early_init_started)
+            pthread_detach(pctx->early_init);
+        pctx->early_init_started = 0;
         return;
     }
     provctx_free(pctx);
