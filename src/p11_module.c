@@ -61,7 +61,6 @@ static void at_exit(void)
 {
     struct timespec tick = {0, 1000000};
     int waited_ms = 0;
-
     Dl_info self;
 
     /* OpenSSL's exit handler unloads this provider later on, while other
@@ -148,6 +147,9 @@ static void reset_module_locks(void)
     pthread_mutex_init(&loaded_lock, NULL);
     for (size_t i = 0; i < sizeof(loaded) / sizeof(loaded[0]); i++)
         if (loaded[i] != NULL) {
+            /* The parent's calls in flight are not the child's to wait for
+             * at its exit. */
+            atomic_store(&loaded[i]->inflight, 0);
             pthread_mutex_init(&loaded[i]->lock, NULL);
             p11_tokens_reset_locks(loaded[i]);
         }
