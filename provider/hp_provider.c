@@ -182,9 +182,27 @@ static void provctx_free(hp_provctx *pctx)
     free(pctx);
 }
 
+/* Providers torn down after exit() began, kept (reachable: not leaks). */
+static hp_provctx *kept_at_exit;
+
 static void hp_teardown(void *provctx)
 {
-    provctx_free(provctx);
+    hp_provctx *pctx = provctx;
+
+    if (p11_process_exiting()) {
+        /* OpenSSL's own exit handler unloads us while other threads may
+         * still be signing with our keys, in our library context and our
+         * module's sessions: freeing them would crash those threads. The
+         * process is ending; keep it all. */
+        pctx->kept_next = kept_at_exit;
+        kept_at_exit = pctx;
+        /* Not joined: it may be waiting for the process to end. */
+        if (pctx->early_init_started)
+            pthread_detach(pctx->early_init);
+        pctx->early_init_started = 0;
+        return;
+    }
+    provctx_free(pctx);
 }
 
 p11_module *hp_module(hp_provctx *pctx)

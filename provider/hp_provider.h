@@ -54,6 +54,7 @@ typedef struct hp_provctx {
     pthread_t early_init; /* pkcs11-module-load-behavior = early */
     int early_init_started;
     p11_module *module;
+    struct hp_provctx *kept_next; /* kept at exit: see hp_teardown */
 } hp_provctx;
 
 /* A key as OpenSSL holds it (keymgmt keydata). */

@@ -135,8 +135,10 @@ CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
         }
         switch (rv) {
         case CKR_BUFFER_TOO_SMALL:
-            /* The operation is still active on the session: closing the
-             * session is the one sure way to end it. */
+        case CKR_FUNCTION_NOT_SUPPORTED:
+            /* The operation is still active on the session (after a short
+             * buffer, or when the module lacks the step after the init):
+             * closing the session is the one sure way to end it. */
             p11_lease_discard(&l);
             break;
         case CKR_SESSION_HANDLE_INVALID:

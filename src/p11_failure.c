@@ -5,16 +5,39 @@
 #include <string.h>
 
 static _Thread_local p11_failure last;
+static _Thread_local int note_set;
+static _Thread_local CK_RV note_rv;
+static _Thread_local const char *note_call;
+static _Thread_local char note[240];
+
+void p11_failure_note(CK_RV rv, const char *call, const char *fmt, ...)
+{
+    va_list ap;
+
+    note_rv = rv;
+    note_call = call;
+    va_start(ap, fmt);
+    vsnprintf(note, sizeof(note), fmt, ap);
+    va_end(ap);
+    note_set = 1;
+}
 
 CK_RV p11_fail(CK_RV rv, const char *call, const char *fmt, ...)
 {
     char raw[sizeof(last.what)];
+    size_t off = 0;
     va_list ap;
 
     last.rv = rv;
     last.call = call;
+    if (note_set && note_rv == rv && call != NULL && strcmp(call, note_call) == 0) {
+        off = (size_t)snprintf(raw, sizeof(raw), "%s; ", note);
+        if (off >= sizeof(raw))
+            off = sizeof(raw) - 1;
+        note_set = 0;
+    }
     va_start(ap, fmt);
-    vsnprintf(raw, sizeof(raw), fmt, ap);
+    vsnprintf(raw + off, sizeof(raw) - off, fmt, ap);
     va_end(ap);
     p11_escape_controls(last.what, sizeof(last.what), raw);
     return rv;
@@ -53,6 +76,7 @@ const p11_failure *p11_last_failure(void)
 
 void p11_failure_clear(void)
 {
+    note_set = 0;
     last.call = NULL;
     last.rv = CKR_OK;
     last.what[0] = '\0';

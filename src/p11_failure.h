@@ -26,6 +26,13 @@ const p11_failure *p11_last_failure(void);
  * characters and DEL written as \xNN, so that text from outside (a URI, a
  * label a module returns, a path) cannot forge or break a log line. */
 void p11_escape_controls(char *dst, size_t n, const char *src);
+
+/* A call refused before it reached the module (the process is exiting, the
+ * module lacks the function) leaves a note; a later p11_fail() on this
+ * thread for the same call and rv leads with it, so that the report says why
+ * the call was not made. */
+void p11_failure_note(CK_RV rv, const char *call, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void p11_failure_clear(void);
 
 #endif

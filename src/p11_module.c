@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 int p11_debug_enabled;
 _Thread_local unsigned p11_call_depth;
@@ -20,31 +21,125 @@ static pthread_once_t process_once = PTHREAD_ONCE_INIT;
 /* Modules loaded in this process, for the exit handler. */
 static pthread_mutex_t loaded_lock = PTHREAD_MUTEX_INITIALIZER;
 static p11_module *loaded[8];
-static atomic_int exiting;
+atomic_int p11_exiting;
+_Thread_local CK_RV p11_call_refused_rv;
+
+/* How long exit() waits for calls still inside the modules. A token call
+ * takes milliseconds; one that takes longer (a PIN pad, a lost network HSM)
+ * must not hold the process up for ever: the module is then left
+ * unfinalised, which PKCS#11 allows, rather than finalised under a caller. */
+#define EXIT_WAIT_MS 2000
+
+/* A thread refused because exit() has begun would go back to the
+ * application and into OpenSSL while OpenSSL's own exit handler frees it
+ * (a crash that is not ours, but is the process's). Other threads therefore
+ * wait here for the process to end, up to EXIT_PARK_MS after exit() began
+ * in all (however many calls are refused), and only then fail. Never the
+ * thread that runs exit(): its later exit handlers go on at once. */
+#define EXIT_PARK_MS 1000
+
+/* Written before p11_exiting is set, read after it is seen. */
+static pthread_t exit_thread;
+static struct timespec park_until;
+
+static int calls_in_flight(void)
+{
+    for (size_t i = 0; i < sizeof(loaded) / sizeof(loaded[0]); i++)
+        if (loaded[i] != NULL && atomic_load(&loaded[i]->inflight) != 0)
+            return 1;
+    return 0;
+}
 
 /* Runs at exit() before the destructors of the modules we loaded (it is
  * registered after their dlopen, and exit handlers run in reverse). A module
  * such as SoftHSM2 tears itself down in its own destructors, long before
  * OpenSSL's exit handler unloads providers; by then calling into it crashes.
- * So finalise here while it is alive, and touch it no more afterwards. */
+ * Other threads keep running meanwhile. So: no new call enters a module from
+ * now on (p11_call_enter), the calls already inside are waited for, up to
+ * EXIT_WAIT_MS in all, and only a module with no call inside is finalised. */
 static void at_exit(void)
 {
-    atomic_store(&exiting, 1);
+    struct timespec tick = {0, 1000000};
+    int waited_ms = 0;
+    Dl_info self;
+
+    /* OpenSSL's exit handler unloads this provider later on, while other
+     * threads may still be in its code (parked below, or on their way out
+     * of a module call): keep it mapped until the process is gone. */
+    if (dladdr((void *)at_exit, &self) != 0 && self.dli_fname != NULL)
+        (void)dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+    exit_thread = pthread_self();
+    clock_gettime(CLOCK_MONOTONIC, &park_until);
+    park_until.tv_sec += EXIT_PARK_MS / 1000;
+    atomic_store(&p11_exiting, 1);
     pthread_mutex_lock(&loaded_lock);
+    /* A module that calls exit() itself, from inside one of our calls,
+     * would wait for itself: nothing is finalised then. */
+    while (p11_call_depth == 0 && calls_in_flight() && waited_ms < EXIT_WAIT_MS) {
+        nanosleep(&tick, NULL);
+        waited_ms++;
+    }
     for (size_t i = 0; i < sizeof(loaded) / sizeof(loaded[0]); i++) {
         p11_module *m = loaded[i];
+        unsigned busy;
 
         if (m == NULL)
             continue;
-        /* Waits for an initialisation still running on another thread. */
-        pthread_mutex_lock(&m->lock);
+        busy = p11_call_depth != 0 ? 1 : atomic_load(&m->inflight);
+        if (busy != 0) {
+            p11_debug("exit: %u call%s still inside %s after %d ms: not finalised", busy,
+                      busy == 1 ? "" : "s", m->path, waited_ms);
+            continue;
+        }
+        /* Busy: an initialisation is running on another thread; its next
+         * call is refused, and an unfinalised module is allowed. */
+        if (pthread_mutex_trylock(&m->lock) != 0)
+            continue;
         if (m->owns_init && atomic_load(&m->ready) &&
-            atomic_load(&m->ready_fork_gen) == atomic_load(&fork_gen))
-            P11_CALL(m, C_Finalize, NULL);
+            atomic_load(&m->ready_fork_gen) == atomic_load(&fork_gen)) {
+            p11_err_mark();
+            p11_err_pop(p11_trace("C_Finalize", m->fl->C_Finalize(NULL)));
+        }
         atomic_store(&m->ready, 0);
         pthread_mutex_unlock(&m->lock);
     }
     pthread_mutex_unlock(&loaded_lock);
+}
+
+static void park_while_exiting(void)
+{
+    struct timespec now;
+
+    if (pthread_equal(pthread_self(), exit_thread))
+        return;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    while (now.tv_sec < park_until.tv_sec ||
+           (now.tv_sec == park_until.tv_sec && now.tv_nsec < park_until.tv_nsec)) {
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &park_until, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    }
+}
+
+int p11_call_refuse(p11_module *m, const char *fn, int missing)
+{
+    atomic_fetch_sub(&m->inflight, 1);
+    if (missing) {
+        p11_call_refused_rv = CKR_FUNCTION_NOT_SUPPORTED;
+        p11_failure_note(
+            CKR_FUNCTION_NOT_SUPPORTED, fn,
+            "module %s does not implement %s (no entry in its function list)", m->path,
+            fn);
+    } else {
+        park_while_exiting();
+        p11_call_refused_rv = CKR_CRYPTOKI_NOT_INITIALIZED;
+        p11_failure_note(CKR_CRYPTOKI_NOT_INITIALIZED, fn,
+                         "%s not called: the process is exiting and module %s is being "
+                         "finalised",
+                         fn, m->path);
+    }
+    if (p11_debug_enabled)
+        p11_trace(fn, p11_call_refused_rv);
+    return 1;
 }
 
 static void reset_module_locks(void)
@@ -52,6 +147,9 @@ static void reset_module_locks(void)
     pthread_mutex_init(&loaded_lock, NULL);
     for (size_t i = 0; i < sizeof(loaded) / sizeof(loaded[0]); i++)
         if (loaded[i] != NULL) {
+            /* The parent's calls in flight are not the child's to wait for
+             * at its exit. */
+            atomic_store(&loaded[i]->inflight, 0);
             pthread_mutex_init(&loaded[i]->lock, NULL);
             p11_tokens_reset_locks(loaded[i]);
         }
@@ -59,7 +157,7 @@ static void reset_module_locks(void)
 
 int p11_process_exiting(void)
 {
-    return atomic_load(&exiting);
+    return atomic_load(&p11_exiting);
 }
 
 static void remember_loaded(p11_module *m, int add)
@@ -83,6 +181,7 @@ static void remember_loaded(p11_module *m, int add)
 }
 
 static void reset_module_locks(void);
+static void module_destroy(p11_module *m);
 
 static void on_fork_child(void)
 {
@@ -186,7 +285,43 @@ CK_RV p11_session_cancel(p11_module *m, CK_SESSION_HANDLE h, int kind)
 
     if (m->session_cancel == NULL || kind < 0 || kind > 4)
         return CKR_FUNCTION_NOT_SUPPORTED;
-    return p11_trace("C_SessionCancel", m->session_cancel(h, flags[kind]));
+    if (p11_call_enter(m, "C_SessionCancel", 0))
+        return p11_call_refused_rv;
+    return p11_call_done(
+        m, p11_err_pop(p11_trace("C_SessionCancel", m->session_cancel(h, flags[kind]))));
+}
+
+/* What hsmprov cannot work without: starting the module, finding tokens and
+ * keys, sessions. A module that lacks one of these is refused at load, by
+ * name. Every other function it calls (C_Login, C_CopyObject, C_GetOperationState,
+ * the sign, verify, encrypt, decrypt and digest families, ...) may be missing:
+ * P11_CALL never calls a NULL entry, and only what needs it fails, with
+ * CKR_FUNCTION_NOT_SUPPORTED naming the function and the module. */
+#define REQUIRED_FUNCTIONS(X)                                                            \
+    X(C_Initialize)                                                                      \
+    X(C_Finalize)                                                                        \
+    X(C_GetInfo)                                                                         \
+    X(C_GetSlotList)                                                                     \
+    X(C_GetSlotInfo)                                                                     \
+    X(C_GetTokenInfo)                                                                    \
+    X(C_OpenSession)                                                                     \
+    X(C_CloseSession)                                                                    \
+    X(C_FindObjectsInit)                                                                 \
+    X(C_FindObjects)                                                                     \
+    X(C_FindObjectsFinal)                                                                \
+    X(C_GetAttributeValue)
+
+static CK_RV check_functions(p11_module *m)
+{
+#define X(fn)                                                                            \
+    if (m->fl->fn == NULL)                                                               \
+        return p11_fail(P11_RV_MODULE_LOAD, "C_GetFunctionList",                         \
+                        "module %s does not implement " #fn                              \
+                        " (no entry in its function list), which hsmprov needs",         \
+                        m->path);
+    REQUIRED_FUNCTIONS(X)
+#undef X
+    return CKR_OK;
 }
 
 CK_RV p11_module_load(const char *path, const char *init_args, p11_module **out)
@@ -229,13 +364,16 @@ CK_RV p11_module_load(const char *path, const char *init_args, p11_module **out)
                       m->fl->version.major, m->fl->version.minor);
         goto err;
     }
+    rv = check_functions(m);
+    if (rv != CKR_OK)
+        goto err;
     find_session_cancel(m);
     p11_debug("loaded %s%s", path, m->session_cancel ? " (has C_SessionCancel)" : "");
     remember_loaded(m, 1);
     *out = m;
     return CKR_OK;
 err:
-    p11_module_free(m);
+    module_destroy(m);
     return rv;
 }
 
@@ -328,7 +466,7 @@ CK_RV p11_module_ready(p11_module *m)
         return CKR_OK;
 
     pthread_mutex_lock(&m->lock);
-    if (atomic_load(&exiting)) {
+    if (atomic_load(&p11_exiting)) {
         /* exit() has begun: the module is being torn down. */
         rv = p11_fail(CKR_CRYPTOKI_NOT_INITIALIZED, "C_Initialize",
                       "module %s: the process is exiting", m->path);
@@ -348,26 +486,33 @@ CK_RV p11_module_ready(p11_module *m)
     return rv;
 }
 
-void p11_module_free(p11_module *m)
+/* Finalises (if ours to) and unloads a module no other thread can reach. */
+static void module_destroy(p11_module *m)
 {
-    if (m == NULL)
-        return;
-    remember_loaded(m, 0);
-    if (atomic_load(&exiting)) {
-        /* Finalised by at_exit(); the module's code may already be torn
-         * down, so neither sessions nor dlclose. */
-        m->fl = NULL;
-        p11_tokens_free(m);
-    } else {
-        p11_tokens_free(m);
-        if (m->fl != NULL && m->owns_init && atomic_load(&m->ready) &&
-            atomic_load(&m->ready_fork_gen) == atomic_load(&fork_gen))
-            P11_CALL(m, C_Finalize, NULL);
-        if (m->dl != NULL)
-            dlclose(m->dl);
-    }
+    p11_tokens_free(m);
+    if (m->fl != NULL && m->owns_init && atomic_load(&m->ready) &&
+        atomic_load(&m->ready_fork_gen) == atomic_load(&fork_gen))
+        P11_CALL(m, C_Finalize, NULL);
+    if (m->dl != NULL)
+        dlclose(m->dl);
     pthread_mutex_destroy(&m->lock);
     free(m->path);
     free(m->init_args);
     free(m);
+}
+
+void p11_module_free(p11_module *m)
+{
+    if (m == NULL)
+        return;
+    if (atomic_load(&p11_exiting)) {
+        /* OpenSSL's exit handler unloads providers while other threads may
+         * still be in our code with this module's tokens, pools and keys,
+         * and the module may be torn down already: the process is ending,
+         * so keep everything as it is (still listed in loaded[], not a
+         * leak) rather than free it under them. */
+        return;
+    }
+    remember_loaded(m, 0);
+    module_destroy(m);
 }

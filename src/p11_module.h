@@ -5,6 +5,7 @@
 #ifndef P11_MODULE_H
 #define P11_MODULE_H
 
+#include "p11_failure.h"
 #include "p11_pkcs11.h"
 
 #include <pthread.h>
@@ -31,6 +32,10 @@ typedef struct p11_module {
     p11_token *tokens;
     /* PKCS#11 3.0 C_SessionCancel, when the module offers it (C_GetInterface). */
     CK_RV (*session_cancel)(CK_SESSION_HANDLE, CK_FLAGS);
+    /* Calls into the module running now, on any thread: the exit handler
+     * finalises the module only once none is left (PKCS#11 leaves
+     * C_Finalize during other calls undefined). */
+    atomic_uint inflight;
 
     /* Set by the provider before first use. */
     unsigned pool_size;       /* 0: online CPUs, capped by the token's max sessions */
@@ -53,7 +58,8 @@ void p11_module_free(p11_module *m);
  * CKR_FUNCTION_NOT_SUPPORTED when the module has none. */
 CK_RV p11_session_cancel(p11_module *m, CK_SESSION_HANDLE h, int kind);
 
-/* Set once exit() has begun: modules are finalised and must not be called. */
+/* Set once exit() has begun: from then on no call reaches a module, and each
+ * module is finalised once the calls already inside it have returned. */
 int p11_process_exiting(void);
 
 /* Incremented in the child at every fork(). */
@@ -71,12 +77,6 @@ void p11_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * call the module again, which would deadlock (DESIGN §2.11). */
 extern _Thread_local unsigned p11_call_depth;
 
-static inline CK_RV p11_call_done(CK_RV rv)
-{
-    p11_call_depth--;
-    return rv;
-}
-
 /* Modules that use OpenSSL themselves (SoftHSM2) leave entries on the
  * calling thread's OpenSSL error queue, even when they succeed; a stale entry
  * makes TLS fail a later, unrelated step. Each call is bracketed by an error
@@ -85,10 +85,39 @@ static inline CK_RV p11_call_done(CK_RV rv)
 void p11_err_mark(void);
 CK_RV p11_err_pop(CK_RV rv);
 
+/* The entry check of every call. A call is counted in m->inflight before the
+ * exit flag is read, and the exit handler sets the flag before it reads the
+ * count (both sequentially consistent): either the call sees the flag and
+ * never enters the module, or the handler sees the call and waits for it.
+ * A function the module's list lacks (NULL) is never called either; both
+ * refusals leave a note that the caller's p11_fail() for that call adds to
+ * its text. */
+extern atomic_int p11_exiting;
+extern _Thread_local CK_RV p11_call_refused_rv;
+int p11_call_refuse(p11_module *m, const char *fn, int missing);
+
+static inline int p11_call_enter(p11_module *m, const char *fn, int missing)
+{
+    atomic_fetch_add(&m->inflight, 1);
+    if (__builtin_expect(missing || atomic_load(&p11_exiting), 0))
+        return p11_call_refuse(m, fn, missing);
+    p11_call_depth++;
+    p11_err_mark();
+    return 0;
+}
+
+static inline CK_RV p11_call_done(p11_module *m, CK_RV rv)
+{
+    p11_call_depth--;
+    atomic_fetch_sub(&m->inflight, 1);
+    return rv;
+}
+
 #define P11_CALL(m, fn, ...)                                                             \
-    (p11_call_depth++, p11_err_mark(),                                                   \
-     p11_call_done(p11_err_pop(p11_debug_enabled                                         \
-                                   ? p11_trace(#fn, (m)->fl->fn(__VA_ARGS__))            \
-                                   : (m)->fl->fn(__VA_ARGS__))))
+    (p11_call_enter((m), #fn, (m)->fl->fn == NULL)                                       \
+         ? p11_call_refused_rv                                                           \
+         : p11_call_done((m), p11_err_pop(p11_debug_enabled                              \
+                                              ? p11_trace(#fn, (m)->fl->fn(__VA_ARGS__)) \
+                                              : (m)->fl->fn(__VA_ARGS__))))
 
 #endif

@@ -145,11 +145,16 @@ CK_RV p11_op_init(p11_op *op, p11_key *k, p11_op_kind kind, CK_MECHANISM *mech)
 
 static CK_RV op_failed(p11_op *op, CK_RV rv, const char *call)
 {
-    /* Any error but CKR_BUFFER_TOO_SMALL ended the operation (PKCS#11 §5.2). */
+    /* Any error but CKR_BUFFER_TOO_SMALL ended the operation (PKCS#11 §5.2).
+     * A step the module lacks was never called: the operation is still
+     * active, and only closing the session surely ends it. */
     if (rv == CKR_BUFFER_TOO_SMALL)
         p11_op_abort(op);
-    else if (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED ||
-             rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT) {
+    else if (rv == CKR_FUNCTION_NOT_SUPPORTED) {
+        p11_lease_discard(&op->lease);
+        op->active = 0;
+    } else if (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED ||
+               rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT) {
         p11_token_lost(op->tok, 1);
         p11_lease_discard(&op->lease);
         op->active = 0;
@@ -344,7 +349,8 @@ void p11_op_abort(p11_op *op)
         }
         OPENSSL_cleanse(scratch, sizeof(scratch));
         if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_SESSION_HANDLE_INVALID ||
-            rv == CKR_SESSION_CLOSED || rv == CKR_DEVICE_REMOVED) {
+            rv == CKR_SESSION_CLOSED || rv == CKR_DEVICE_REMOVED ||
+            rv == CKR_FUNCTION_NOT_SUPPORTED) {
             /* Still active, or unknowable: the session goes, not back to the
              * pool. */
             op->active = 0;

@@ -1263,6 +1263,44 @@ static CK_RV shim_C_Finalize(CK_VOID_PTR reserved)
 
 PLAIN_FN(C_GetInfo, (CK_INFO_PTR info), (info))
 
+/* P11SHIM_NULL_FUNCS: a copy of the shim's list with those entries NULL. */
+static CK_FUNCTION_LIST null_list;
+
+static void null_entry(CK_FUNCTION_LIST *l, int fid)
+{
+    switch (fid) {
+#define X(n)                                                                             \
+    case F_##n:                                                                          \
+        l->n = NULL;                                                                     \
+        break;
+        SHIM_FUNCS(X)
+#undef X
+    }
+}
+
+static CK_FUNCTION_LIST *list_to_return(void)
+{
+    const char *spec = getenv("P11SHIM_NULL_FUNCS");
+    char *copy, *item, *save = NULL;
+    int fid;
+
+    if (spec == NULL || *spec == '\0' || (copy = strdup(spec)) == NULL)
+        return &shim_list;
+    lock();
+    null_list = shim_list;
+    for (item = strtok_r(copy, ",", &save); item != NULL;
+         item = strtok_r(NULL, ",", &save)) {
+        fid = fid_by_name(item);
+        if (fid < 0 || fid == F_C_GetFunctionList)
+            env_warn("P11SHIM_NULL_FUNCS", item);
+        else
+            null_entry(&null_list, fid);
+    }
+    unlock();
+    free(copy);
+    return &null_list;
+}
+
 SHIM_EXPORT CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
 {
     CK_FUNCTION_LIST *real;
@@ -1280,7 +1318,7 @@ SHIM_EXPORT CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
         if (list == NULL) {
             rv = CKR_ARGUMENTS_BAD;
         } else {
-            *list = &shim_list;
+            *list = list_to_return();
             rv = CKR_OK;
         }
     }

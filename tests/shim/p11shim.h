@@ -41,6 +41,11 @@
  *                                           "p11shim: pid N: interleaving check
  *                                           passed|FAILED: ..." to stderr and
  *                                           append it to $P11SHIM_LOG.verdict
+ * Read at every C_GetFunctionList:
+ *   P11SHIM_NULL_FUNCS=C_Sign,C_CopyObject  the function list returned has these
+ *                                           entries NULL, as a module that
+ *                                           lacks them (C_GetFunctionList
+ *                                           itself cannot be removed)
  * Bad entries are reported on stderr and ignored.
  */
 #ifndef P11SHIM_H
