@@ -76,7 +76,7 @@ int ct_init(void)
     return 1;
 }
 
-static EVP_PKEY *store_load(const char *uri)
+EVP_PKEY *ct_store_load(const char *uri)
 {
     OSSL_STORE_CTX *store;
     EVP_PKEY *pkey = NULL;
@@ -111,7 +111,7 @@ int ct_key_load(ct_key *k, const char *name)
     memset(k, 0, sizeof(*k));
     k->name = name;
     snprintf(uri, sizeof(uri), "pkcs11:token=demo;object=%s;type=private", name);
-    k->tok = store_load(uri);
+    k->tok = ct_store_load(uri);
     if (k->tok == NULL) {
         ct_fail("no private key at %s", uri);
         return 0;

@@ -42,6 +42,8 @@ void ct_errors(char *buf, size_t len);
 int ct_init(void);
 /* Loads pkcs11:token=demo;object=NAME;type=private; 0 on failure. */
 int ct_key_load(ct_key *k, const char *name);
+/* The first private key OSSL_STORE finds at uri, or NULL. */
+EVP_PKEY *ct_store_load(const char *uri);
 void ct_key_free(ct_key *k);
 
 /* A digest-sign context (SHA-256) for alg; NULL on failure (recorded). */

@@ -20,6 +20,8 @@
  *
  * The provider comes from OPENSSL_CONF (tests/exit_sign.sh writes it).
  */
+#include "conc_util.h"
+
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -43,31 +45,6 @@ static atomic_int exiting;
 static atomic_int failures;
 static atomic_long signatures;
 static atomic_int started[MAX_THREADS];
-
-static EVP_PKEY *load_key(const char *uri)
-{
-    OSSL_STORE_CTX *store;
-    EVP_PKEY *pkey = NULL;
-
-    store = OSSL_STORE_open_ex(uri, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
-    if (store == NULL)
-        return NULL;
-    OSSL_STORE_expect(store, OSSL_STORE_INFO_PKEY);
-    while (pkey == NULL && !OSSL_STORE_eof(store)) {
-        OSSL_STORE_INFO *info = OSSL_STORE_load(store);
-
-        if (info == NULL) {
-            if (OSSL_STORE_error(store))
-                break;
-            continue;
-        }
-        if (OSSL_STORE_INFO_get_type(info) == OSSL_STORE_INFO_PKEY)
-            pkey = OSSL_STORE_INFO_get1_PKEY(info);
-        OSSL_STORE_INFO_free(info);
-    }
-    OSSL_STORE_close(store);
-    return pkey;
-}
 
 static int sign_once(EVP_PKEY *key, const unsigned char *msg, size_t len, int streaming)
 {
@@ -157,7 +134,7 @@ int main(int argc, char **argv)
     }
     for (int i = optind; i < argc; i++) {
         key_names[nkeys] = argv[i];
-        keys[nkeys] = load_key(argv[i]);
+        keys[nkeys] = ct_store_load(argv[i]);
         if (keys[nkeys] == NULL) {
             fprintf(stderr, "FAIL: no private key at %s\n", argv[i]);
             ERR_print_errors_fp(stderr);
