@@ -116,7 +116,7 @@ static int start(store_ctx *sc, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 {
     p11_module *m = hp_module(sc->pctx);
     p11_token **toks = NULL;
-    size_t ntok = 0, matched = 0;
+    size_t ntok = 0;
     static CK_BBOOL on_token = CK_TRUE;
     CK_ATTRIBUTE *attrs;
     CK_ULONG nattrs;
@@ -124,12 +124,7 @@ static int start(store_ctx *sc, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 
     if (m == NULL)
         return 0;
-    rv = p11_uri_check_module(sc->uri, m->path);
-    if (rv != CKR_OK) {
-        hp_raise_p11(sc->pctx, rv);
-        return 0;
-    }
-    rv = p11_token_list(m, &toks, &ntok);
+    rv = p11_token_list_matching(m, sc->uri, &toks, &ntok);
     if (rv != CKR_OK)
         goto p11err;
     attrs = p11_uri_object_attrs(sc->uri, &nattrs);
@@ -150,14 +145,9 @@ static int start(store_ctx *sc, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
     }
     for (size_t i = 0; i < ntok; i++) {
         p11_token *t = toks[i];
-        CK_SLOT_INFO si;
         CK_OBJECT_HANDLE *hs;
         CK_ULONG nh;
 
-        if (P11_CALL(m, C_GetSlotInfo, t->slot, &si) != CKR_OK ||
-            !p11_uri_matches_token(sc->uri, t->slot, &t->info, &si, &m->info))
-            continue;
-        matched++;
         if (needs_private(sc)) {
             rv = hp_login(sc->pctx, t, sc->uri, pw_cb, pw_cbarg);
             if (rv != CKR_OK)
@@ -184,12 +174,6 @@ static int start(store_ctx *sc, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
         free(hs);
     }
     free(toks);
-    if (matched == 0) {
-        hp_raise_p11(sc->pctx, p11_fail(CKR_TOKEN_NOT_PRESENT, "C_GetTokenInfo",
-                                        "no token of module %s matches %s", m->path,
-                                        sc->uri->shown));
-        return 0;
-    }
     if (sc->n == 0) {
         const char *what = sc->expect == OSSL_STORE_INFO_PKEY     ? "private key"
                            : sc->expect == OSSL_STORE_INFO_PUBKEY ? "key"

@@ -175,6 +175,45 @@ static int collect(void *arg, p11_token *t, CK_SLOT_INFO *si)
     return 0;
 }
 
+struct match_list_arg {
+    const p11_uri *uri;
+    struct list_arg list;
+};
+
+static int collect_matching(void *arg, p11_token *t, CK_SLOT_INFO *si)
+{
+    struct match_list_arg *ma = arg;
+
+    if (!p11_uri_matches_token(ma->uri, t->slot, &t->info, si, &t->m->info))
+        return 0;
+    return collect(&ma->list, t, si);
+}
+
+CK_RV p11_token_list_matching(p11_module *m, const p11_uri *uri, p11_token ***out,
+                              size_t *n)
+{
+    struct match_list_arg ma = {uri, {0}};
+    CK_RV rv;
+
+    *out = NULL;
+    *n = 0;
+    rv = p11_uri_check_module(uri, m->path);
+    if (rv == CKR_OK)
+        rv = scan(m, collect_matching, &ma);
+    if (rv == CKR_OK && ma.list.oom)
+        rv = CKR_HOST_MEMORY;
+    if (rv == CKR_OK && ma.list.n == 0)
+        rv = p11_fail(CKR_TOKEN_NOT_PRESENT, "C_GetTokenInfo",
+                      "no token of module %s matches %s", m->path, uri->shown);
+    if (rv != CKR_OK) {
+        free(ma.list.v);
+        return rv;
+    }
+    *out = ma.list.v;
+    *n = ma.list.n;
+    return CKR_OK;
+}
+
 CK_RV p11_token_list(p11_module *m, p11_token ***out, size_t *n)
 {
     struct list_arg la = {0};

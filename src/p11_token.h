@@ -54,6 +54,11 @@ struct p11_token {
 CK_RV p11_token_find(p11_module *m, const p11_uri *uri, p11_token **out);
 /* All tokens present now (for listing); *n set to their count. */
 CK_RV p11_token_list(p11_module *m, p11_token ***out, size_t *n);
+/* Every token the URI matches (token, slot and library attributes), after
+ * checking its module-name/module-path; none is an error
+ * (CKR_TOKEN_NOT_PRESENT naming the URI). Caller frees the array. */
+CK_RV p11_token_list_matching(p11_module *m, const p11_uri *uri, p11_token ***out,
+                              size_t *n);
 
 /* Whether the token wants a C_Login before its private objects can be used. */
 int p11_token_needs_login(p11_token *t);
