@@ -214,13 +214,15 @@ p11_module *hp_module(hp_provctx *pctx)
         return NULL;
     pthread_mutex_lock(&pctx->lock);
     if (pctx->module == NULL) {
-        rv = p11_module_load(pctx->module_path, pctx->init_args, &pctx->module);
-        if (rv == CKR_OK) {
-            pctx->module->pool_size = pctx->pool_size;
-            pctx->module->pool_timeout_ms = pctx->pool_timeout_ms;
-            pctx->module->cache_keys = pctx->cache_keys;
-            pctx->module->key_check_ms = pctx->key_check_interval * 1000;
-        }
+        p11_module_settings settings = {
+            .init_args = pctx->init_args,
+            .pool_size = pctx->pool_size,
+            .pool_timeout_ms = pctx->pool_timeout_ms,
+            .cache_keys = pctx->cache_keys,
+            .key_check_ms = pctx->key_check_interval * 1000,
+        };
+
+        rv = p11_module_load(pctx->module_path, &settings, &pctx->module);
     }
     m = pctx->module;
     pthread_mutex_unlock(&pctx->lock);

@@ -324,7 +324,8 @@ static CK_RV check_functions(p11_module *m)
     return CKR_OK;
 }
 
-CK_RV p11_module_load(const char *path, const char *init_args, p11_module **out)
+CK_RV p11_module_load(const char *path, const p11_module_settings *settings,
+                      p11_module **out)
 {
     CK_C_GetFunctionList get_list;
     p11_module *m;
@@ -337,7 +338,11 @@ CK_RV p11_module_load(const char *path, const char *init_args, p11_module **out)
         return CKR_HOST_MEMORY;
     pthread_mutex_init(&m->lock, NULL);
     m->path = strdup(path);
-    m->init_args = init_args != NULL ? strdup(init_args) : NULL;
+    m->init_args = settings->init_args != NULL ? strdup(settings->init_args) : NULL;
+    m->pool_size = settings->pool_size;
+    m->pool_timeout_ms = settings->pool_timeout_ms;
+    m->cache_keys = settings->cache_keys;
+    m->key_check_ms = settings->key_check_ms;
     /* RTLD_LOCAL: the module's own symbols (and any OpenSSL it links) must not
      * resolve ours, nor ours its. */
     m->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);

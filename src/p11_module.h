@@ -37,17 +37,27 @@ typedef struct p11_module {
      * C_Finalize during other calls undefined). */
     atomic_uint inflight;
 
-    /* Set by the provider before first use. */
+    /* From p11_module_settings at load; never written afterwards. */
     unsigned pool_size;       /* 0: online CPUs, capped by the token's max sessions */
     unsigned pool_timeout_ms; /* 0: wait for a free session without limit */
     int cache_keys;           /* use session-object copies of private keys */
     unsigned key_check_ms;    /* confirm a key's token object at most this often */
 } p11_module;
 
+/* How the provider's configuration asks the module to be driven. */
+typedef struct p11_module_settings {
+    const char *init_args; /* pReserved for C_Initialize (NSS-style), or NULL */
+    unsigned pool_size;    /* sessions per token; 0: the default */
+    unsigned pool_timeout_ms;
+    int cache_keys;
+    unsigned key_check_ms;
+} p11_module_settings;
+
 /* Loads the module (no C_Initialize yet: that happens at first use, so that a
  * module which itself uses OpenSSL is not initialised while OpenSSL is still
  * loading its configuration). */
-CK_RV p11_module_load(const char *path, const char *init_args, p11_module **out);
+CK_RV p11_module_load(const char *path, const p11_module_settings *settings,
+                      p11_module **out);
 /* Makes sure the module is initialised in this process; after fork() the first
  * caller in the child re-initialises it (others wait). Cheap when ready. */
 CK_RV p11_module_ready(p11_module *m);
