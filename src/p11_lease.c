@@ -3,7 +3,6 @@
 #include "p11_failure.h"
 #include "p11_module.h"
 #include "p11_names.h"
-#include "p11_token.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -24,7 +23,7 @@ struct pool_session {
 };
 
 struct p11_pool {
-    p11_token *tok;
+    p11_pool_owner own;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     unsigned size;
@@ -36,7 +35,7 @@ struct p11_pool {
     struct pool_session *s;
 };
 
-p11_pool *p11_pool_new(p11_token *tok, unsigned size, unsigned timeout_ms)
+p11_pool *p11_pool_new(const p11_pool_owner *owner, unsigned size, unsigned timeout_ms)
 {
     p11_pool *p = calloc(1, sizeof(*p));
     pthread_condattr_t ca;
@@ -50,7 +49,7 @@ p11_pool *p11_pool_new(p11_token *tok, unsigned size, unsigned timeout_ms)
         free(p);
         return NULL;
     }
-    p->tok = tok;
+    p->own = *owner;
     p->size = size;
     p->timeout_ms = timeout_ms;
     p->epoch = 1;
@@ -68,7 +67,7 @@ void p11_pool_free(p11_pool *p)
 
     if (p == NULL)
         return;
-    m = p->tok->m;
+    m = p->own.m;
     for (unsigned i = 0; i < p->size && m->fl != NULL && atomic_load(&m->ready); i++)
         if (p->s[i].open && p->s[i].gen == atomic_load(&m->gen) &&
             atomic_load(&m->ready_fork_gen) == p11_fork_generation())
@@ -152,17 +151,18 @@ static int self_holds_lease(p11_pool *p)
 
 static CK_RV open_session(p11_pool *p, struct pool_session *s)
 {
-    p11_module *m = p->tok->m;
+    p11_module *m = p->own.m;
     CK_RV rv;
 
-    rv = P11_CALL(m, C_OpenSession, p->tok->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
+    rv = P11_CALL(m, C_OpenSession, p->own.slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
                   NULL, NULL, &s->h);
     if (rv == CKR_SESSION_READ_WRITE_SO_EXISTS || rv == CKR_TOKEN_WRITE_PROTECTED)
-        rv = P11_CALL(m, C_OpenSession, p->tok->slot, CKF_SERIAL_SESSION, NULL, NULL,
+        rv = P11_CALL(m, C_OpenSession, p->own.slot, CKF_SERIAL_SESSION, NULL, NULL,
                       &s->h);
     if (rv != CKR_OK)
-        return p11_fail(rv, "C_OpenSession", "token \"%s\"", p->tok->label);
-    p11_token_check_session(p->tok, s->h);
+        return p11_fail(rv, "C_OpenSession", "token \"%s\"", p->own.label);
+    if (p->own.opened != NULL)
+        p->own.opened(p->own.owner, s->h);
     s->open = 1;
     s->gen = atomic_load(&m->gen);
     s->sepoch = atomic_load(&p->session_epoch);
@@ -182,7 +182,7 @@ static void deadline_after(struct timespec *ts, unsigned ms)
 
 CK_RV p11_lease_acquire(p11_pool *p, p11_lease *l)
 {
-    unsigned gen = atomic_load(&p->tok->m->gen);
+    unsigned gen = atomic_load(&p->own.m->gen);
     struct timespec deadline;
     struct pool_session *s;
     int have_deadline = 0;
@@ -217,7 +217,7 @@ CK_RV p11_lease_acquire(p11_pool *p, p11_lease *l)
                             "token \"%s\": all %u sessions of the pool are leased and "
                             "this thread holds %s of them; waiting would deadlock "
                             "(raise pkcs11-pool-size or finish the open operations)",
-                            p->tok->label, size, size == 1 ? "one" : "some");
+                            p->own.label, size, size == 1 ? "one" : "some");
         }
         p->waiters++;
         if (p->timeout_ms == 0) {
@@ -235,7 +235,7 @@ CK_RV p11_lease_acquire(p11_pool *p, p11_lease *l)
                 return p11_fail(P11_RV_TIMEOUT, "C_OpenSession",
                                 "token \"%s\": no session of the pool became free "
                                 "within %u ms (pkcs11-pool-wait-timeout-ms)",
-                                p->tok->label, ms);
+                                p->own.label, ms);
             }
         }
         p->waiters--;
@@ -254,7 +254,7 @@ CK_RV p11_lease_acquire(p11_pool *p, p11_lease *l)
      * dead: it is forgotten, never closed (it is not ours to close). */
     if (s->open && s->gen == gen && s->sepoch != atomic_load(&p->session_epoch)) {
         /* Probably dead already; closing makes sure. */
-        P11_CALL(p->tok->m, C_CloseSession, s->h);
+        P11_CALL(p->own.m, C_CloseSession, s->h);
         s->open = 0;
     }
     if (!s->open || s->gen != gen) {
@@ -297,7 +297,7 @@ int p11_lease_forget_stale(p11_lease *l)
      * is the parent's (and the pool's mutex may be held by a parent thread
      * that does not exist here, so do not touch the pool). After the
      * re-initialisation, the pool's epoch tells. */
-    if (atomic_load(&p->tok->m->ready_fork_gen) == p11_fork_generation() &&
+    if (atomic_load(&p->own.m->ready_fork_gen) == p11_fork_generation() &&
         l->epoch == atomic_load(&p->epoch))
         return 0;
     l->pool = NULL;
@@ -325,8 +325,8 @@ CK_RV p11_lease_reopen(p11_lease *l)
     struct pool_session *s = &p->s[l->idx];
     CK_RV rv;
 
-    if (s->open && s->gen == atomic_load(&p->tok->m->gen))
-        P11_CALL(p->tok->m, C_CloseSession, s->h);
+    if (s->open && s->gen == atomic_load(&p->own.m->gen))
+        P11_CALL(p->own.m, C_CloseSession, s->h);
     s->open = 0;
     rv = open_session(p, s);
     l->h = rv == CKR_OK ? s->h : CK_INVALID_HANDLE;
@@ -342,8 +342,8 @@ void p11_lease_discard(p11_lease *l)
         return;
     s = &p->s[l->idx];
     if (l->epoch == p->epoch && s->open) {
-        if (s->gen == atomic_load(&p->tok->m->gen))
-            P11_CALL(p->tok->m, C_CloseSession, s->h);
+        if (s->gen == atomic_load(&p->own.m->gen))
+            P11_CALL(p->own.m, C_CloseSession, s->h);
         s->open = 0;
     }
     p11_lease_release(l);

@@ -13,7 +13,20 @@
 #include "p11_pkcs11.h"
 
 typedef struct p11_pool p11_pool;
-typedef struct p11_token p11_token;
+typedef struct p11_module p11_module;
+
+/* What a pool needs to know of the token it serves. The pool sits below the
+ * token layer (p11_token.c owns pools, not the other way round): it opens
+ * sessions on the module's slot and tells its owner of each new session
+ * through `opened`, never reaching into the token itself. */
+typedef struct p11_pool_owner {
+    p11_module *m;
+    CK_SLOT_ID slot;
+    const char *label; /* for messages; outlives the pool */
+    /* Called after a session was opened (login state check), or NULL. */
+    void (*opened)(void *owner, CK_SESSION_HANDLE h);
+    void *owner;
+} p11_pool_owner;
 
 typedef struct p11_lease {
     p11_pool *pool; /* NULL: no lease held */
@@ -28,7 +41,7 @@ typedef struct p11_lease {
     }
 
 /* size: number of sessions; timeout_ms: how long a waiter waits (0: forever). */
-p11_pool *p11_pool_new(p11_token *tok, unsigned size, unsigned timeout_ms);
+p11_pool *p11_pool_new(const p11_pool_owner *owner, unsigned size, unsigned timeout_ms);
 void p11_pool_free(p11_pool *p);
 /* Forgets every session and lease without closing anything: used in a fork
  * child, where the sessions are the parent's, and after the module was

@@ -2,7 +2,6 @@
 
 #include "p11_failure.h"
 #include "p11_names.h"
-#include "p11_token.h"
 
 #include <dlfcn.h>
 #include <openssl/crypto.h>
@@ -151,7 +150,8 @@ static void reset_module_locks(void)
              * at its exit. */
             atomic_store(&loaded[i]->inflight, 0);
             pthread_mutex_init(&loaded[i]->lock, NULL);
-            p11_tokens_reset_locks(loaded[i]);
+            if (loaded[i]->token_hooks != NULL)
+                loaded[i]->token_hooks->reset_locks(loaded[i]);
         }
 }
 
@@ -482,7 +482,8 @@ CK_RV p11_module_ready(p11_module *m)
         if (rv == CKR_OK) {
             /* Every session and object handle from before is now dead. */
             atomic_fetch_add(&m->gen, 1);
-            p11_tokens_forget_sessions(m);
+            if (m->token_hooks != NULL)
+                m->token_hooks->forget_sessions(m);
             atomic_store(&m->ready_fork_gen, fg);
             atomic_store_explicit(&m->ready, 1, memory_order_release);
         }
@@ -494,7 +495,8 @@ CK_RV p11_module_ready(p11_module *m)
 /* Finalises (if ours to) and unloads a module no other thread can reach. */
 static void module_destroy(p11_module *m)
 {
-    p11_tokens_free(m);
+    if (m->token_hooks != NULL)
+        m->token_hooks->free_tokens(m);
     if (m->fl != NULL && m->owns_init && atomic_load(&m->ready) &&
         atomic_load(&m->ready_fork_gen) == atomic_load(&fork_gen))
         P11_CALL(m, C_Finalize, NULL);

@@ -29,7 +29,11 @@ typedef struct p11_module {
     int owns_init; /* we called C_Initialize successfully, so we finalise */
     int can_lock;  /* module accepted CKF_OS_LOCKING_OK */
     CK_INFO info;
+    /* The token layer above (p11_token.c) keeps its tokens here and sets
+     * token_hooks with its first token (under lock): the module calls back
+     * through them and never depends on the layer that depends on it. */
     p11_token *tokens;
+    const struct p11_token_hooks *token_hooks;
     /* PKCS#11 3.0 C_SessionCancel, when the module offers it (C_GetInterface). */
     CK_RV (*session_cancel)(CK_SESSION_HANDLE, CK_FLAGS);
     /* Calls into the module running now, on any thread: the exit handler
@@ -43,6 +47,12 @@ typedef struct p11_module {
     int cache_keys;           /* use session-object copies of private keys */
     unsigned key_check_ms;    /* confirm a key's token object at most this often */
 } p11_module;
+
+struct p11_token_hooks {
+    void (*reset_locks)(p11_module *m);     /* fork child, one thread */
+    void (*forget_sessions)(p11_module *m); /* module re-initialised */
+    void (*free_tokens)(p11_module *m);     /* module freed */
+};
 
 /* How the provider's configuration asks the module to be driven. */
 typedef struct p11_module_settings {

@@ -30,6 +30,19 @@ static unsigned default_pool_size(const CK_TOKEN_INFO *info)
     return n;
 }
 
+static const struct p11_token_hooks token_hooks = {
+    p11_tokens_reset_locks,
+    p11_tokens_forget_sessions,
+    p11_tokens_free,
+};
+
+/* The pool opened a session for t: see whether the token still has us
+ * logged in (p11_pool_owner.opened). */
+static void session_opened(void *owner, CK_SESSION_HANDLE h)
+{
+    p11_token_check_session(owner, h);
+}
+
 /* Called with m->lock held. Reuses the token record for a slot whose token is
  * the same one (label and serial), so pools and login survive a rescan. */
 static p11_token *token_for_slot(p11_module *m, CK_SLOT_ID slot,
@@ -56,13 +69,18 @@ static p11_token *token_for_slot(p11_module *m, CK_SLOT_ID slot,
     /* A module that cannot lock gets one session: everything serialised. */
     if (!m->can_lock)
         size = 1;
-    t->pool = p11_pool_new(t, size, m->pool_timeout_ms);
+    {
+        const p11_pool_owner owner = {m, slot, t->label, session_opened, t};
+
+        t->pool = p11_pool_new(&owner, size, m->pool_timeout_ms);
+    }
     if (t->pool == NULL) {
         free(t);
         return NULL;
     }
     t->next = m->tokens;
     m->tokens = t;
+    m->token_hooks = &token_hooks;
     p11_debug("token \"%s\" in slot %lu: pool of %u sessions", t->label,
               (unsigned long)slot, size);
     return t;
