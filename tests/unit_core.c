@@ -1,0 +1,161 @@
+/* Unit tests of small parts of the core (src/), linked with it, no token:
+ * return-value names, failure records and their escaping, secret memory.
+ *
+ *   unit_core CASE
+ */
+#include "p11_failure.h"
+#include "p11_names.h"
+#include "p11_secmem.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int fails;
+
+#define CHECK(cond, ...)                                                                 \
+    do {                                                                                 \
+        if (!(cond)) {                                                                   \
+            fails++;                                                                     \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                         \
+            fprintf(stderr, __VA_ARGS__);                                                \
+            fputc('\n', stderr);                                                         \
+        }                                                                                \
+    } while (0)
+
+static void names(void)
+{
+    CHECK(strcmp(p11_rv_name(CKR_PIN_INCORRECT), "CKR_PIN_INCORRECT") == 0, "PIN");
+    CHECK(strcmp(p11_rv_name(CKR_OK), "CKR_OK") == 0, "OK");
+    CHECK(strcmp(p11_rv_name(CKR_SESSION_HANDLE_INVALID), "CKR_SESSION_HANDLE_INVALID") ==
+              0,
+          "session");
+    CHECK(p11_mech_name(CKM_ECDSA) != NULL &&
+              strcmp(p11_mech_name(CKM_ECDSA), "CKM_ECDSA") == 0,
+          "mechanism");
+    /* A module's own vendor code has no name: it is shown in hex. */
+    CHECK(p11_rv_name(CKR_VENDOR_DEFINED | 0x1234) == NULL, "vendor code named");
+    CHECK(p11_rv_name(0x0badc0deUL) == NULL, "unknown code named");
+}
+
+static void ours(void)
+{
+    CHECK(p11_rv_is_ours(P11_RV_NOT_FOUND) && p11_rv_is_ours(P11_RV_BAD_URI) &&
+              p11_rv_is_ours(P11_RV_NEED_PIN) && p11_rv_is_ours(P11_RV_TIMEOUT),
+          "our codes");
+    CHECK(!p11_rv_is_ours(CKR_VENDOR_DEFINED) &&
+              !p11_rv_is_ours(CKR_VENDOR_DEFINED | 1) &&
+              !p11_rv_is_ours(CKR_GENERAL_ERROR),
+          "a module's code taken for ours");
+}
+
+static void escaping(void)
+{
+    char big[2000];
+
+    p11_fail(CKR_GENERAL_ERROR, "C_Test", "label \"%s\"",
+             "a\nhsmprov: C_Login -> CKR_OK\x1b");
+    CHECK(strcmp(p11_last_failure()->what,
+                 "label \"a\\x0ahsmprov: C_Login -> CKR_OK\\x1b\"") == 0,
+          "escaped: %s", p11_last_failure()->what);
+    /* Long text is cut, never overruns, and stays terminated. */
+    memset(big, '\n', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    p11_fail(CKR_GENERAL_ERROR, "C_Test", "%s", big);
+    CHECK(strlen(p11_last_failure()->what) < sizeof(p11_last_failure()->what),
+          "overlong failure text");
+    CHECK(strncmp(p11_last_failure()->what, "\\x0a\\x0a", 8) == 0, "cut text escaped");
+    p11_failure_clear();
+    CHECK(p11_last_failure() == NULL, "cleared");
+}
+
+static void note(void)
+{
+    p11_failure_note(CKR_FUNCTION_NOT_SUPPORTED, "C_Sign", "module %s lacks C_Sign",
+                     "m.so");
+    p11_fail(CKR_FUNCTION_NOT_SUPPORTED, "C_Sign", "key %s", "k");
+    CHECK(strcmp(p11_last_failure()->what, "module m.so lacks C_Sign; key k") == 0,
+          "note leads: %s", p11_last_failure()->what);
+    /* Used once: a later failure of the same call does not repeat it. */
+    p11_fail(CKR_FUNCTION_NOT_SUPPORTED, "C_Sign", "key %s", "k");
+    CHECK(strcmp(p11_last_failure()->what, "key k") == 0, "note repeated: %s",
+          p11_last_failure()->what);
+    /* Another call's failure does not take it. */
+    p11_failure_note(CKR_FUNCTION_NOT_SUPPORTED, "C_Sign", "module lacks C_Sign");
+    p11_fail(CKR_FUNCTION_NOT_SUPPORTED, "C_Decrypt", "key %s", "k");
+    CHECK(strcmp(p11_last_failure()->what, "key k") == 0, "note on another call: %s",
+          p11_last_failure()->what);
+    p11_failure_clear();
+}
+
+/* The VmFlags of the mapping holding addr, from /proc/self/smaps. */
+static int vm_flags(const void *addr, char *out, size_t n)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512];
+    int in = 0;
+
+    if (f == NULL)
+        return 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        unsigned long lo, hi;
+
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 &&
+            strchr(line, '-') < strchr(line, ' '))
+            in = (uintptr_t)addr >= lo && (uintptr_t)addr < hi;
+        else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+            snprintf(out, n, "%s", line + 8);
+            fclose(f);
+            return 1;
+        }
+    }
+    fclose(f);
+    return 0;
+}
+
+static void secmem(void)
+{
+    char *p = p11_secmem_dup("s3cr3t\0tail", 11), flags[600];
+
+    CHECK(p != NULL, "no copy");
+    if (p == NULL)
+        return;
+    CHECK(memcmp(p, "s3cr3t\0tail", 11) == 0 && p[11] == '\0', "copy differs");
+    CHECK(vm_flags(p, flags, sizeof(flags)), "no mapping for the copy");
+    CHECK(strstr(flags, " dd") != NULL, "not excluded from core dumps: %s", flags);
+    p11_secmem_free(p);
+    p11_secmem_free(NULL);
+    p = p11_secmem_dup("", 0);
+    CHECK(p != NULL && p[0] == '\0', "empty copy");
+    p11_secmem_free(p);
+}
+
+static const struct {
+    const char *name;
+    void (*fn)(void);
+} cases[] = {
+    {"names", names}, {"ours", ours},     {"escaping", escaping},
+    {"note", note},   {"secmem", secmem},
+};
+
+int main(int argc, char **argv)
+{
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (argc > 1 && strcmp(argv[1], cases[i].name) != 0)
+            continue;
+        cases[i].fn();
+        if (fails != 0) {
+            fprintf(stderr, "unit_core %s: %d failures\n", cases[i].name, fails);
+            return 1;
+        }
+        printf("PASS: unit_core %s\n", cases[i].name);
+        if (argc > 1)
+            return 0;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "unknown case %s\n", argv[1]);
+        return 2;
+    }
+    return 0;
+}
