@@ -15,6 +15,7 @@
  * further use with a clear error. */
 #include "hp_provider.h"
 
+#include "hp_digest.h"
 #include "p11_op.h"
 
 #include <openssl/core_names.h>
@@ -194,80 +195,6 @@ static int sig_verify_init(void *vctx, void *key, const OSSL_PARAM params[])
     return init(vctx, key, params, 0);
 }
 
-/* DigestInfo prefixes (RFC 8017 §9.2 note 1) for the digests TLS and X.509 use. */
-static const struct {
-    int nid;
-    unsigned char len;
-    unsigned char der[19];
-} digest_info[] = {
-    {NID_sha1,
-     15,
-     {0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04,
-      0x14}},
-    {NID_sha224,
-     19,
-     {0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-      0x04, 0x05, 0x00, 0x04, 0x1c}},
-    {NID_sha256,
-     19,
-     {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-      0x01, 0x05, 0x00, 0x04, 0x20}},
-    {NID_sha384,
-     19,
-     {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-      0x02, 0x05, 0x00, 0x04, 0x30}},
-    {NID_sha512,
-     19,
-     {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-      0x03, 0x05, 0x00, 0x04, 0x40}},
-    {NID_sha3_256,
-     19,
-     {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-      0x08, 0x05, 0x00, 0x04, 0x20}},
-    {NID_sha3_384,
-     19,
-     {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-      0x09, 0x05, 0x00, 0x04, 0x30}},
-    {NID_sha3_512,
-     19,
-     {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-      0x0a, 0x05, 0x00, 0x04, 0x40}},
-};
-
-static CK_MECHANISM_TYPE p11_hash_mech(int nid)
-{
-    switch (nid) {
-    case NID_sha1:
-        return CKM_SHA_1;
-    case NID_sha224:
-        return CKM_SHA224;
-    case NID_sha256:
-        return CKM_SHA256;
-    case NID_sha384:
-        return CKM_SHA384;
-    case NID_sha512:
-        return CKM_SHA512;
-    }
-    return CK_UNAVAILABLE_INFORMATION;
-}
-
-static CK_RSA_PKCS_MGF_TYPE p11_mgf(int nid)
-{
-    switch (nid) {
-    case NID_sha1:
-        return CKG_MGF1_SHA1;
-    case NID_sha224:
-        return CKG_MGF1_SHA224;
-    case NID_sha256:
-        return CKG_MGF1_SHA256;
-    case NID_sha384:
-        return CKG_MGF1_SHA384;
-    case NID_sha512:
-        return CKG_MGF1_SHA512;
-    }
-    return CK_UNAVAILABLE_INFORMATION;
-}
-
 /* The salt length a PSS signature uses, special values resolved. */
 static int pss_saltlen(const sig_ctx *c, int for_verify_auto_max)
 {
@@ -319,20 +246,17 @@ static int prepare(sig_ctx *c, const unsigned char *tbs, size_t tbslen,
     case RSA_PKCS1_PADDING:
         p->mech.mechanism = CKM_RSA_PKCS;
         if (c->md != NULL) {
-            size_t i;
+            const hp_digest *d = hp_digest_by_nid(md_nid(c->md));
 
-            for (i = 0; i < sizeof(digest_info) / sizeof(digest_info[0]); i++)
-                if (digest_info[i].nid == md_nid(c->md))
-                    break;
-            if (i == sizeof(digest_info) / sizeof(digest_info[0])) {
+            if (d == NULL) {
                 hp_raise(c->pctx, HP_R_UNSUPPORTED, "RSA PKCS#1 v1.5 with digest %s",
                          EVP_MD_get0_name(c->md));
                 return 0;
             }
-            memcpy(p->buf, digest_info[i].der, digest_info[i].len);
-            memcpy(p->buf + digest_info[i].len, tbs, tbslen);
+            memcpy(p->buf, d->info, d->info_len);
+            memcpy(p->buf + d->info_len, tbs, tbslen);
             p->in = p->buf;
-            p->inlen = digest_info[i].len + tbslen;
+            p->inlen = d->info_len + tbslen;
         }
         return 1;
     case RSA_PKCS1_PSS_PADDING: {
@@ -343,8 +267,8 @@ static int prepare(sig_ctx *c, const unsigned char *tbs, size_t tbslen,
                      "RSA-PSS needs a digest (-pkeyopt digest:...)");
             return 0;
         }
-        p->pss.hashAlg = p11_hash_mech(md_nid(c->md));
-        p->pss.mgf = p11_mgf(md_nid(mgf));
+        p->pss.hashAlg = hp_digest_mech(md_nid(c->md));
+        p->pss.mgf = hp_digest_mgf1(md_nid(mgf));
         if (p->pss.hashAlg == CK_UNAVAILABLE_INFORMATION ||
             p->pss.mgf == CK_UNAVAILABLE_INFORMATION) {
             hp_raise(c->pctx, HP_R_UNSUPPORTED,
@@ -533,24 +457,13 @@ static int wants_stream(sig_ctx *c)
 
 static CK_MECHANISM_TYPE combined_mech(const sig_ctx *c)
 {
-    static const struct {
-        int nid;
-        CK_MECHANISM_TYPE pkcs1, pss, ecdsa;
-    } t[] = {
-        {NID_sha1, CKM_SHA1_RSA_PKCS, CKM_SHA1_RSA_PKCS_PSS, CKM_ECDSA_SHA1},
-        {NID_sha224, CKM_SHA224_RSA_PKCS, CKM_SHA224_RSA_PKCS_PSS, CKM_ECDSA_SHA224},
-        {NID_sha256, CKM_SHA256_RSA_PKCS, CKM_SHA256_RSA_PKCS_PSS, CKM_ECDSA_SHA256},
-        {NID_sha384, CKM_SHA384_RSA_PKCS, CKM_SHA384_RSA_PKCS_PSS, CKM_ECDSA_SHA384},
-        {NID_sha512, CKM_SHA512_RSA_PKCS, CKM_SHA512_RSA_PKCS_PSS, CKM_ECDSA_SHA512},
-    };
+    const hp_digest *d = hp_digest_by_nid(md_nid(c->md));
 
-    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
-        if (t[i].nid == md_nid(c->md)) {
-            if (!c->is_rsa)
-                return t[i].ecdsa;
-            return c->pad == RSA_PKCS1_PSS_PADDING ? t[i].pss : t[i].pkcs1;
-        }
-    return CK_UNAVAILABLE_INFORMATION;
+    if (d == NULL)
+        return CK_UNAVAILABLE_INFORMATION;
+    if (!c->is_rsa)
+        return d->ecdsa;
+    return c->pad == RSA_PKCS1_PSS_PADDING ? d->rsa_pss : d->rsa_pkcs;
 }
 
 /* Starts the token operation at the first update or final: TLS sets the
@@ -574,7 +487,7 @@ static int stream_start(sig_ctx *c)
         /* No combined ECDSA mechanism (SoftHSM2 has none): hash in the
          * token on our leased session, then sign the hash with CKM_ECDSA on
          * that same session. */
-        CK_MECHANISM dm = {p11_hash_mech(md_nid(c->md)), NULL, 0};
+        CK_MECHANISM dm = {hp_digest_mech(md_nid(c->md)), NULL, 0};
 
         /* Find the key again now if it must be (after fork or session
          * loss): that needs a session of its own, which is not to be had
@@ -604,8 +517,8 @@ static int stream_start(sig_ctx *c)
     if (c->is_rsa && c->pad == RSA_PKCS1_PSS_PADDING) {
         const EVP_MD *mgf = c->mgf1 != NULL ? c->mgf1 : c->md;
 
-        c->pss.hashAlg = p11_hash_mech(md_nid(c->md));
-        c->pss.mgf = p11_mgf(md_nid(mgf));
+        c->pss.hashAlg = hp_digest_mech(md_nid(c->md));
+        c->pss.mgf = hp_digest_mgf1(md_nid(mgf));
         c->pss.sLen = (CK_ULONG)pss_saltlen(c, 0);
         mech.pParameter = &c->pss;
         mech.ulParameterLen = sizeof(c->pss);
@@ -843,21 +756,6 @@ end:
     return len;
 }
 
-static const char *pad_name(int pad)
-{
-    switch (pad) {
-    case RSA_PKCS1_PADDING:
-        return OSSL_PKEY_RSA_PAD_MODE_PKCSV15;
-    case RSA_PKCS1_PSS_PADDING:
-        return OSSL_PKEY_RSA_PAD_MODE_PSS;
-    case RSA_NO_PADDING:
-        return OSSL_PKEY_RSA_PAD_MODE_NONE;
-    case RSA_X931_PADDING:
-        return OSSL_PKEY_RSA_PAD_MODE_X931;
-    }
-    return "";
-}
-
 static int sig_get_ctx_params(void *vctx, OSSL_PARAM params[])
 {
     sig_ctx *c = vctx;
@@ -880,7 +778,7 @@ static int sig_get_ctx_params(void *vctx, OSSL_PARAM params[])
     if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_PAD_MODE)) != NULL) {
         if (p->data_type == OSSL_PARAM_INTEGER
                 ? !OSSL_PARAM_set_int(p, c->pad)
-                : !OSSL_PARAM_set_utf8_string(p, pad_name(c->pad)))
+                : !OSSL_PARAM_set_utf8_string(p, hp_rsa_pad_name(c->pad, HP_PAD_SIGN)))
             return 0;
     }
     if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_PSS_SALTLEN)) != NULL) {
@@ -927,24 +825,14 @@ static const OSSL_PARAM *sig_gettable_ctx_params(void *vctx, void *provctx)
 
 static int parse_pad(sig_ctx *c, const OSSL_PARAM *p)
 {
-    static const struct {
-        const char *name;
-        int pad;
-    } pads[] = {
-        {OSSL_PKEY_RSA_PAD_MODE_PKCSV15, RSA_PKCS1_PADDING},
-        {OSSL_PKEY_RSA_PAD_MODE_PSS, RSA_PKCS1_PSS_PADDING},
-        {OSSL_PKEY_RSA_PAD_MODE_NONE, RSA_NO_PADDING},
-        {OSSL_PKEY_RSA_PAD_MODE_X931, RSA_X931_PADDING},
-    };
+    int pad;
 
     if (p->data_type == OSSL_PARAM_INTEGER)
         return OSSL_PARAM_get_int(p, &c->pad);
-    if (p->data_type == OSSL_PARAM_UTF8_STRING) {
-        for (size_t i = 0; i < sizeof(pads) / sizeof(pads[0]); i++)
-            if (strcmp(p->data, pads[i].name) == 0) {
-                c->pad = pads[i].pad;
-                return 1;
-            }
+    if (p->data_type == OSSL_PARAM_UTF8_STRING &&
+        (pad = hp_rsa_pad_by_name(p->data, HP_PAD_SIGN)) >= 0) {
+        c->pad = pad;
+        return 1;
     }
     hp_raise(c->pctx, HP_R_BAD_PARAM, "unknown RSA padding mode");
     return 0;
