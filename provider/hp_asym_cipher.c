@@ -30,6 +30,7 @@
 
 #include "hp_provider.h"
 
+#include "hp_digest.h"
 #include "p11_crypt.h"
 #include "p11_failure.h"
 #include "p11_names.h"
@@ -156,38 +157,10 @@ static size_t modulus_bytes(const asym_ctx *c)
     return (size_t)(c->key->bits + 7) / 8;
 }
 
-static CK_MECHANISM_TYPE hash_mech(const EVP_MD *md)
+/* A digest's nid, NULL standing for OpenSSL's default OAEP digest. */
+static int oaep_nid(const EVP_MD *md)
 {
-    switch (md != NULL ? EVP_MD_get_type(md) : NID_sha1) {
-    case NID_sha1:
-        return CKM_SHA_1;
-    case NID_sha224:
-        return CKM_SHA224;
-    case NID_sha256:
-        return CKM_SHA256;
-    case NID_sha384:
-        return CKM_SHA384;
-    case NID_sha512:
-        return CKM_SHA512;
-    }
-    return CK_UNAVAILABLE_INFORMATION;
-}
-
-static CK_RSA_PKCS_MGF_TYPE mgf_type(const EVP_MD *md)
-{
-    switch (md != NULL ? EVP_MD_get_type(md) : NID_sha1) {
-    case NID_sha1:
-        return CKG_MGF1_SHA1;
-    case NID_sha224:
-        return CKG_MGF1_SHA224;
-    case NID_sha256:
-        return CKG_MGF1_SHA256;
-    case NID_sha384:
-        return CKG_MGF1_SHA384;
-    case NID_sha512:
-        return CKG_MGF1_SHA512;
-    }
-    return CK_UNAVAILABLE_INFORMATION;
+    return md != NULL ? EVP_MD_get_type(md) : NID_sha1;
 }
 
 static const EVP_MD *mgf1_md(const asym_ctx *c)
@@ -207,8 +180,8 @@ static int refused(CK_RV rv)
 static int oaep_raw_first(asym_ctx *c, CK_RSA_PKCS_OAEP_PARAMS *o)
 {
     memset(o, 0, sizeof(*o));
-    o->hashAlg = hash_mech(c->md);
-    o->mgf = mgf_type(mgf1_md(c));
+    o->hashAlg = hp_digest_mech(oaep_nid(c->md));
+    o->mgf = hp_digest_mgf1(oaep_nid(mgf1_md(c)));
     o->source = CKZ_DATA_SPECIFIED;
     o->pSourceData = c->label_len > 0 ? c->label : NULL;
     o->ulSourceDataLen = c->label_len;
@@ -450,19 +423,6 @@ end:
 
 /* ---- parameters -------------------------------------------------------------- */
 
-static const char *pad_name(int pad)
-{
-    switch (pad) {
-    case RSA_PKCS1_PADDING:
-        return OSSL_PKEY_RSA_PAD_MODE_PKCSV15;
-    case RSA_PKCS1_OAEP_PADDING:
-        return OSSL_PKEY_RSA_PAD_MODE_OAEP;
-    case RSA_NO_PADDING:
-        return OSSL_PKEY_RSA_PAD_MODE_NONE;
-    }
-    return "";
-}
-
 static int asym_get_ctx_params(void *vctx, OSSL_PARAM params[])
 {
     asym_ctx *c = vctx;
@@ -471,7 +431,7 @@ static int asym_get_ctx_params(void *vctx, OSSL_PARAM params[])
     if ((p = OSSL_PARAM_locate(params, OSSL_ASYM_CIPHER_PARAM_PAD_MODE)) != NULL) {
         if (p->data_type == OSSL_PARAM_INTEGER
                 ? !OSSL_PARAM_set_int(p, c->pad)
-                : !OSSL_PARAM_set_utf8_string(p, pad_name(c->pad)))
+                : !OSSL_PARAM_set_utf8_string(p, hp_rsa_pad_name(c->pad, HP_PAD_ENCRYPT)))
             return 0;
     }
     if ((p = OSSL_PARAM_locate(params, OSSL_ASYM_CIPHER_PARAM_OAEP_DIGEST)) != NULL &&
@@ -539,23 +499,13 @@ static int set_md(asym_ctx *c, const OSSL_PARAM params[], const char *name_key,
 
 static int parse_pad(asym_ctx *c, const OSSL_PARAM *p)
 {
-    static const struct {
-        const char *name;
-        int pad;
-    } pads[] = {
-        {OSSL_PKEY_RSA_PAD_MODE_PKCSV15, RSA_PKCS1_PADDING},
-        {OSSL_PKEY_RSA_PAD_MODE_OAEP, RSA_PKCS1_OAEP_PADDING},
-        {OSSL_PKEY_RSA_PAD_MODE_NONE, RSA_NO_PADDING},
-    };
     int pad = -1;
 
     if (p->data_type == OSSL_PARAM_INTEGER) {
         if (!OSSL_PARAM_get_int(p, &pad))
             pad = -1;
     } else if (p->data_type == OSSL_PARAM_UTF8_STRING) {
-        for (size_t i = 0; i < sizeof(pads) / sizeof(pads[0]); i++)
-            if (strcmp(p->data, pads[i].name) == 0)
-                pad = pads[i].pad;
+        pad = hp_rsa_pad_by_name(p->data, HP_PAD_ENCRYPT);
     }
     switch (pad) {
     case RSA_PKCS1_PADDING:

@@ -1,4 +1,8 @@
-/* Signatures with token keys: RSA PKCS#1 v1.5, RSA-PSS, ECDSA.
+/* RSA and ECDSA signatures with token keys: what they share. The context,
+ * one-shot sign and verify, digest-sign and the parameters common to both
+ * are here; hp_signature_rsa.c has the RSA paddings and their parameters,
+ * hp_signature_ecdsa.c the r||s <-> DER conversions, and each its dispatch
+ * table (Ed25519 is hp_signature_eddsa.c, apart: it has no digest).
  *
  * Digest-sign hashes on the host by default (DESIGN §2.9): the message is
  * hashed here in software and the token signs the hash with the raw mechanism
@@ -13,57 +17,19 @@
  * duplicating the context moves it to the duplicate (OpenSSL's
  * EVP_DigestSignFinal finishes on a duplicate), and the original refuses
  * further use with a clear error. */
-#include "hp_provider.h"
+#include "hp_signature_local.h"
 
-#include "p11_op.h"
+#include "hp_digest.h"
 
 #include <openssl/core_names.h>
-#include <openssl/ec.h>
 #include <openssl/evp.h>
-#include <openssl/objects.h>
 #include <openssl/params.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 #include <stdlib.h>
 #include <string.h>
 
-static OSSL_FUNC_signature_newctx_fn sig_rsa_newctx, sig_ec_newctx;
-static OSSL_FUNC_signature_freectx_fn sig_freectx;
-static OSSL_FUNC_signature_dupctx_fn sig_dupctx;
-static OSSL_FUNC_signature_sign_init_fn sig_sign_init;
-static OSSL_FUNC_signature_sign_fn sig_sign;
-static OSSL_FUNC_signature_verify_init_fn sig_verify_init;
-static OSSL_FUNC_signature_verify_fn sig_verify;
-static OSSL_FUNC_signature_digest_sign_init_fn sig_digest_sign_init;
-static OSSL_FUNC_signature_digest_sign_update_fn sig_digest_update;
-static OSSL_FUNC_signature_digest_sign_final_fn sig_digest_sign_final;
-static OSSL_FUNC_signature_digest_verify_init_fn sig_digest_verify_init;
-static OSSL_FUNC_signature_digest_verify_final_fn sig_digest_verify_final;
-static OSSL_FUNC_signature_get_ctx_params_fn sig_get_ctx_params;
-static OSSL_FUNC_signature_gettable_ctx_params_fn sig_gettable_ctx_params;
-static OSSL_FUNC_signature_set_ctx_params_fn sig_set_ctx_params;
-static OSSL_FUNC_signature_settable_ctx_params_fn sig_rsa_settable, sig_ec_settable;
-
-typedef struct sig_ctx {
-    hp_provctx *pctx;
-    hp_key *key; /* owned by the EVP_PKEY, which outlives the context */
-    int is_rsa;
-    int pad;    /* RSA_PKCS1_PADDING, RSA_PKCS1_PSS_PADDING, RSA_NO_PADDING, ... */
-    EVP_MD *md; /* NULL: sign the input as given */
-    EVP_MD *mgf1;
-    int saltlen;       /* RSA_PSS_SALTLEN_* or a length */
-    EVP_MD_CTX *mdctx; /* digest-sign: the host-side hash */
-
-    /* Streaming in the token. */
-    int stream;           /* this digest operation runs in the token */
-    int sign;             /* 1: signing, 0: verifying */
-    int moved;            /* its running token operation went to a duplicate */
-    int digest_then_sign; /* C_Digest* in the token, then the raw mechanism */
-    CK_RSA_PKCS_PSS_PARAMS pss;
-    p11_op op; /* holds the lease from the first update to final/free */
-} sig_ctx;
-
-static void *newctx(void *provctx, int is_rsa)
+void *sig_newctx(void *provctx, int is_rsa)
 {
     sig_ctx *c = calloc(1, sizeof(*c));
 
@@ -76,17 +42,7 @@ static void *newctx(void *provctx, int is_rsa)
     return c;
 }
 
-static void *sig_rsa_newctx(void *provctx, const char *propq)
-{
-    return newctx(provctx, 1);
-}
-
-static void *sig_ec_newctx(void *provctx, const char *propq)
-{
-    return newctx(provctx, 0);
-}
-
-static void sig_freectx(void *vctx)
+void sig_freectx(void *vctx)
 {
     sig_ctx *c = vctx;
 
@@ -101,7 +57,7 @@ static void sig_freectx(void *vctx)
     free(c);
 }
 
-static void *sig_dupctx(void *vctx)
+void *sig_dupctx(void *vctx)
 {
     sig_ctx *c = vctx, *d = malloc(sizeof(*d));
 
@@ -131,7 +87,12 @@ static void *sig_dupctx(void *vctx)
     return d;
 }
 
-static int set_md(sig_ctx *c, const char *name, EVP_MD **slot)
+int sig_md_nid(const EVP_MD *md)
+{
+    return md != NULL ? EVP_MD_get_type(md) : NID_undef;
+}
+
+int sig_set_md(sig_ctx *c, const char *name, EVP_MD **slot)
 {
     EVP_MD *md = hp_md_fetch(c->pctx, name);
 
@@ -184,120 +145,15 @@ static int init(sig_ctx *c, void *key, const OSSL_PARAM params[], int sign)
     return sig_set_ctx_params(c, params);
 }
 
-static int sig_sign_init(void *vctx, void *key, const OSSL_PARAM params[])
+int sig_sign_init(void *vctx, void *key, const OSSL_PARAM params[])
 {
     return init(vctx, key, params, 1);
 }
 
-static int sig_verify_init(void *vctx, void *key, const OSSL_PARAM params[])
+int sig_verify_init(void *vctx, void *key, const OSSL_PARAM params[])
 {
     return init(vctx, key, params, 0);
 }
-
-/* DigestInfo prefixes (RFC 8017 §9.2 note 1) for the digests TLS and X.509 use. */
-static const struct {
-    int nid;
-    unsigned char len;
-    unsigned char der[19];
-} digest_info[] = {
-    {NID_sha1,
-     15,
-     {0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04,
-      0x14}},
-    {NID_sha224,
-     19,
-     {0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-      0x04, 0x05, 0x00, 0x04, 0x1c}},
-    {NID_sha256,
-     19,
-     {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-      0x01, 0x05, 0x00, 0x04, 0x20}},
-    {NID_sha384,
-     19,
-     {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-      0x02, 0x05, 0x00, 0x04, 0x30}},
-    {NID_sha512,
-     19,
-     {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-      0x03, 0x05, 0x00, 0x04, 0x40}},
-    {NID_sha3_256,
-     19,
-     {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-      0x08, 0x05, 0x00, 0x04, 0x20}},
-    {NID_sha3_384,
-     19,
-     {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-      0x09, 0x05, 0x00, 0x04, 0x30}},
-    {NID_sha3_512,
-     19,
-     {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-      0x0a, 0x05, 0x00, 0x04, 0x40}},
-};
-
-static CK_MECHANISM_TYPE p11_hash_mech(int nid)
-{
-    switch (nid) {
-    case NID_sha1:
-        return CKM_SHA_1;
-    case NID_sha224:
-        return CKM_SHA224;
-    case NID_sha256:
-        return CKM_SHA256;
-    case NID_sha384:
-        return CKM_SHA384;
-    case NID_sha512:
-        return CKM_SHA512;
-    }
-    return CK_UNAVAILABLE_INFORMATION;
-}
-
-static CK_RSA_PKCS_MGF_TYPE p11_mgf(int nid)
-{
-    switch (nid) {
-    case NID_sha1:
-        return CKG_MGF1_SHA1;
-    case NID_sha224:
-        return CKG_MGF1_SHA224;
-    case NID_sha256:
-        return CKG_MGF1_SHA256;
-    case NID_sha384:
-        return CKG_MGF1_SHA384;
-    case NID_sha512:
-        return CKG_MGF1_SHA512;
-    }
-    return CK_UNAVAILABLE_INFORMATION;
-}
-
-/* The salt length a PSS signature uses, special values resolved. */
-static int pss_saltlen(const sig_ctx *c, int for_verify_auto_max)
-{
-    int hlen = EVP_MD_get_size(c->md);
-    int emlen = (c->key->bits - 1 + 7) / 8;
-
-    switch (c->saltlen) {
-    case RSA_PSS_SALTLEN_DIGEST:
-        return hlen;
-    case RSA_PSS_SALTLEN_AUTO:
-    case RSA_PSS_SALTLEN_MAX:
-        return emlen - hlen - 2;
-    }
-    (void)for_verify_auto_max;
-    return c->saltlen;
-}
-
-static int md_nid(const EVP_MD *md)
-{
-    return md != NULL ? EVP_MD_get_type(md) : NID_undef;
-}
-
-/* Builds the token's input (tbs possibly prefixed) and the mechanism. */
-struct prepared {
-    CK_MECHANISM mech;
-    CK_RSA_PKCS_PSS_PARAMS pss;
-    unsigned char buf[19 + EVP_MAX_MD_SIZE];
-    const unsigned char *in;
-    CK_ULONG inlen;
-};
 
 static int prepare(sig_ctx *c, const unsigned char *tbs, size_t tbslen,
                    struct prepared *p)
@@ -315,91 +171,11 @@ static int prepare(sig_ctx *c, const unsigned char *tbs, size_t tbslen,
         p->mech.mechanism = CKM_ECDSA;
         return 1;
     }
-    switch (c->pad) {
-    case RSA_PKCS1_PADDING:
-        p->mech.mechanism = CKM_RSA_PKCS;
-        if (c->md != NULL) {
-            size_t i;
-
-            for (i = 0; i < sizeof(digest_info) / sizeof(digest_info[0]); i++)
-                if (digest_info[i].nid == md_nid(c->md))
-                    break;
-            if (i == sizeof(digest_info) / sizeof(digest_info[0])) {
-                hp_raise(c->pctx, HP_R_UNSUPPORTED, "RSA PKCS#1 v1.5 with digest %s",
-                         EVP_MD_get0_name(c->md));
-                return 0;
-            }
-            memcpy(p->buf, digest_info[i].der, digest_info[i].len);
-            memcpy(p->buf + digest_info[i].len, tbs, tbslen);
-            p->in = p->buf;
-            p->inlen = digest_info[i].len + tbslen;
-        }
-        return 1;
-    case RSA_PKCS1_PSS_PADDING: {
-        const EVP_MD *mgf = c->mgf1 != NULL ? c->mgf1 : c->md;
-
-        if (c->md == NULL) {
-            hp_raise(c->pctx, HP_R_BAD_PARAM,
-                     "RSA-PSS needs a digest (-pkeyopt digest:...)");
-            return 0;
-        }
-        p->pss.hashAlg = p11_hash_mech(md_nid(c->md));
-        p->pss.mgf = p11_mgf(md_nid(mgf));
-        if (p->pss.hashAlg == CK_UNAVAILABLE_INFORMATION ||
-            p->pss.mgf == CK_UNAVAILABLE_INFORMATION) {
-            hp_raise(c->pctx, HP_R_UNSUPPORTED,
-                     "RSA-PSS with digest %s and MGF1 digest %s", EVP_MD_get0_name(c->md),
-                     EVP_MD_get0_name(mgf));
-            return 0;
-        }
-        p->pss.sLen = (CK_ULONG)pss_saltlen(c, 0);
-        if ((int)p->pss.sLen < 0) {
-            hp_raise(c->pctx, HP_R_BAD_PARAM, "PSS salt length %d", (int)p->pss.sLen);
-            return 0;
-        }
-        p->mech.mechanism = CKM_RSA_PKCS_PSS;
-        p->mech.pParameter = &p->pss;
-        p->mech.ulParameterLen = sizeof(p->pss);
-        return 1;
-    }
-    case RSA_NO_PADDING:
-        p->mech.mechanism = CKM_RSA_X_509;
-        return 1;
-    case RSA_X931_PADDING:
-        p->mech.mechanism = CKM_RSA_X9_31;
-        return 1;
-    }
-    hp_raise(c->pctx, HP_R_UNSUPPORTED, "RSA padding mode %d", c->pad);
-    return 0;
+    return sig_rsa_prepare(c, tbs, tbslen, p);
 }
 
-/* r||s from the token → DER ECDSA-Sig-Value. */
-static int ecdsa_to_der(const unsigned char *rs, size_t rslen, unsigned char *out,
-                        size_t *outlen, size_t outsize)
-{
-    ECDSA_SIG *s = ECDSA_SIG_new();
-    BIGNUM *r = BN_bin2bn(rs, (int)(rslen / 2), NULL);
-    BIGNUM *ss = BN_bin2bn(rs + rslen / 2, (int)(rslen / 2), NULL);
-    unsigned char *p = out;
-    int len, ok = 0;
-
-    if (s == NULL || r == NULL || ss == NULL || !ECDSA_SIG_set0(s, r, ss))
-        goto end;
-    r = ss = NULL;
-    len = i2d_ECDSA_SIG(s, NULL);
-    if (len > 0 && (size_t)len <= outsize && i2d_ECDSA_SIG(s, &p) == len) {
-        *outlen = (size_t)len;
-        ok = 1;
-    }
-end:
-    BN_free(r);
-    BN_free(ss);
-    ECDSA_SIG_free(s);
-    return ok;
-}
-
-static int sig_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsize,
-                    const unsigned char *tbs, size_t tbslen)
+int sig_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsize,
+             const unsigned char *tbs, size_t tbslen)
 {
     sig_ctx *c = vctx;
     size_t need = hp_key_size(c->key);
@@ -438,33 +214,11 @@ static int sig_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsi
         hp_raise_p11(c->pctx, rv);
         return 0;
     }
-    if (!ecdsa_to_der(rs, outlen, sig, siglen, sigsize)) {
+    if (!sig_ecdsa_to_der(rs, outlen, sig, siglen, sigsize)) {
         hp_raise(c->pctx, HP_R_INTERNAL, "cannot encode the ECDSA signature");
         return 0;
     }
     return 1;
-}
-
-/* DER ECDSA-Sig-Value → r||s of the key's size; 0 if malformed. */
-static int der_to_ecdsa(const sig_ctx *c, const unsigned char *der, size_t len,
-                        unsigned char *rs, size_t *rslen)
-{
-    const unsigned char *p = der;
-    ECDSA_SIG *s = d2i_ECDSA_SIG(NULL, &p, (long)len);
-    size_t n = (size_t)(c->key->bits + 7) / 8;
-    const BIGNUM *r, *ss;
-    int ok;
-
-    if (s == NULL || p != der + len) {
-        ECDSA_SIG_free(s);
-        return 0;
-    }
-    ECDSA_SIG_get0(s, &r, &ss);
-    ok = BN_bn2binpad(r, rs, (int)n) == (int)n &&
-         BN_bn2binpad(ss, rs + n, (int)n) == (int)n;
-    ECDSA_SIG_free(s);
-    *rslen = 2 * n;
-    return ok;
 }
 
 static int verify_with(sig_ctx *c, struct prepared *p, const unsigned char *sig,
@@ -482,8 +236,8 @@ static int verify_with(sig_ctx *c, struct prepared *p, const unsigned char *sig,
     return -1;
 }
 
-static int sig_verify(void *vctx, const unsigned char *sig, size_t siglen,
-                      const unsigned char *tbs, size_t tbslen)
+int sig_verify(void *vctx, const unsigned char *sig, size_t siglen,
+               const unsigned char *tbs, size_t tbslen)
 {
     sig_ctx *c = vctx;
     struct prepared p;
@@ -499,7 +253,7 @@ static int sig_verify(void *vctx, const unsigned char *sig, size_t siglen,
     if (!prepare(c, tbs, tbslen, &p))
         return 0;
     if (!c->is_rsa) {
-        if (!der_to_ecdsa(c, sig, siglen, rs, &rslen))
+        if (!sig_ecdsa_from_der(c, sig, siglen, rs, &rslen))
             return 0;
         return verify_with(c, &p, rs, rslen) == 1;
     }
@@ -533,24 +287,13 @@ static int wants_stream(sig_ctx *c)
 
 static CK_MECHANISM_TYPE combined_mech(const sig_ctx *c)
 {
-    static const struct {
-        int nid;
-        CK_MECHANISM_TYPE pkcs1, pss, ecdsa;
-    } t[] = {
-        {NID_sha1, CKM_SHA1_RSA_PKCS, CKM_SHA1_RSA_PKCS_PSS, CKM_ECDSA_SHA1},
-        {NID_sha224, CKM_SHA224_RSA_PKCS, CKM_SHA224_RSA_PKCS_PSS, CKM_ECDSA_SHA224},
-        {NID_sha256, CKM_SHA256_RSA_PKCS, CKM_SHA256_RSA_PKCS_PSS, CKM_ECDSA_SHA256},
-        {NID_sha384, CKM_SHA384_RSA_PKCS, CKM_SHA384_RSA_PKCS_PSS, CKM_ECDSA_SHA384},
-        {NID_sha512, CKM_SHA512_RSA_PKCS, CKM_SHA512_RSA_PKCS_PSS, CKM_ECDSA_SHA512},
-    };
+    const hp_digest *d = hp_digest_by_nid(sig_md_nid(c->md));
 
-    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
-        if (t[i].nid == md_nid(c->md)) {
-            if (!c->is_rsa)
-                return t[i].ecdsa;
-            return c->pad == RSA_PKCS1_PSS_PADDING ? t[i].pss : t[i].pkcs1;
-        }
-    return CK_UNAVAILABLE_INFORMATION;
+    if (d == NULL)
+        return CK_UNAVAILABLE_INFORMATION;
+    if (!c->is_rsa)
+        return d->ecdsa;
+    return c->pad == RSA_PKCS1_PSS_PADDING ? d->rsa_pss : d->rsa_pkcs;
 }
 
 /* Starts the token operation at the first update or final: TLS sets the
@@ -574,7 +317,7 @@ static int stream_start(sig_ctx *c)
         /* No combined ECDSA mechanism (SoftHSM2 has none): hash in the
          * token on our leased session, then sign the hash with CKM_ECDSA on
          * that same session. */
-        CK_MECHANISM dm = {p11_hash_mech(md_nid(c->md)), NULL, 0};
+        CK_MECHANISM dm = {hp_digest_mech(sig_md_nid(c->md)), NULL, 0};
 
         /* Find the key again now if it must be (after fork or session
          * loss): that needs a session of its own, which is not to be had
@@ -602,11 +345,7 @@ static int stream_start(sig_ctx *c)
         return 0;
     }
     if (c->is_rsa && c->pad == RSA_PKCS1_PSS_PADDING) {
-        const EVP_MD *mgf = c->mgf1 != NULL ? c->mgf1 : c->md;
-
-        c->pss.hashAlg = p11_hash_mech(md_nid(c->md));
-        c->pss.mgf = p11_mgf(md_nid(mgf));
-        c->pss.sLen = (CK_ULONG)pss_saltlen(c, 0);
+        sig_rsa_pss_params(c, &c->pss);
         mech.pParameter = &c->pss;
         mech.ulParameterLen = sizeof(c->pss);
     }
@@ -623,7 +362,7 @@ static int digest_init(sig_ctx *c, const char *mdname, void *key,
 {
     if (!init(c, key, params, sign))
         return 0;
-    if (!set_md(c, mdname != NULL && *mdname != '\0' ? mdname : "SHA256", &c->md))
+    if (!sig_set_md(c, mdname != NULL && *mdname != '\0' ? mdname : "SHA256", &c->md))
         return 0;
     if (wants_stream(c)) {
         c->stream = 1;
@@ -634,19 +373,19 @@ static int digest_init(sig_ctx *c, const char *mdname, void *key,
     return EVP_DigestInit_ex2(c->mdctx, c->md, NULL);
 }
 
-static int sig_digest_sign_init(void *vctx, const char *mdname, void *key,
-                                const OSSL_PARAM params[])
+int sig_digest_sign_init(void *vctx, const char *mdname, void *key,
+                         const OSSL_PARAM params[])
 {
     return digest_init(vctx, mdname, key, params, 1);
 }
 
-static int sig_digest_verify_init(void *vctx, const char *mdname, void *key,
-                                  const OSSL_PARAM params[])
+int sig_digest_verify_init(void *vctx, const char *mdname, void *key,
+                           const OSSL_PARAM params[])
 {
     return digest_init(vctx, mdname, key, params, 0);
 }
 
-static int sig_digest_update(void *vctx, const unsigned char *data, size_t len)
+int sig_digest_update(void *vctx, const unsigned char *data, size_t len)
 {
     sig_ctx *c = vctx;
     CK_RV rv;
@@ -707,7 +446,7 @@ static int stream_sign_final(sig_ctx *c, unsigned char *sig, size_t *siglen,
         *siglen = outlen;
         return 1;
     }
-    if (!ecdsa_to_der(rs, outlen, sig, siglen, sigsize)) {
+    if (!sig_ecdsa_to_der(rs, outlen, sig, siglen, sigsize)) {
         hp_raise(c->pctx, HP_R_INTERNAL, "cannot encode the ECDSA signature");
         return 0;
     }
@@ -724,7 +463,7 @@ static int stream_verify_final(sig_ctx *c, const unsigned char *sig, size_t sigl
     if (!stream_start(c))
         return 0;
     if (!c->is_rsa) {
-        if (!der_to_ecdsa(c, sig, siglen, rs, &rslen)) {
+        if (!sig_ecdsa_from_der(c, sig, siglen, rs, &rslen)) {
             p11_op_abort(&c->op);
             return 0;
         }
@@ -747,8 +486,7 @@ static int stream_verify_final(sig_ctx *c, const unsigned char *sig, size_t sigl
     return 1;
 }
 
-static int sig_digest_sign_final(void *vctx, unsigned char *sig, size_t *siglen,
-                                 size_t sigsize)
+int sig_digest_sign_final(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsize)
 {
     sig_ctx *c = vctx;
     unsigned char h[EVP_MAX_MD_SIZE];
@@ -765,7 +503,7 @@ static int sig_digest_sign_final(void *vctx, unsigned char *sig, size_t *siglen,
     return sig_sign(c, sig, siglen, sigsize, h, hlen);
 }
 
-static int sig_digest_verify_final(void *vctx, const unsigned char *sig, size_t siglen)
+int sig_digest_verify_final(void *vctx, const unsigned char *sig, size_t siglen)
 {
     sig_ctx *c = vctx;
     unsigned char h[EVP_MAX_MD_SIZE];
@@ -782,60 +520,12 @@ static int sig_digest_verify_final(void *vctx, const unsigned char *sig, size_t 
 static int algorithm_id(sig_ctx *c, unsigned char **der)
 {
     X509_ALGOR *alg = X509_ALGOR_new();
-    int sig_nid, len = -1;
+    int len = -1;
 
     if (alg == NULL || c->md == NULL)
         goto end;
-    if (c->is_rsa && c->pad == RSA_PKCS1_PSS_PADDING) {
-        RSA_PSS_PARAMS *pss = RSA_PSS_PARAMS_new();
-        const EVP_MD *mgf = c->mgf1 != NULL ? c->mgf1 : c->md;
-        ASN1_STRING *os = NULL;
-        int salt = pss_saltlen(c, 0);
-
-        if (pss == NULL)
-            goto end;
-        if (md_nid(c->md) != NID_sha1) {
-            pss->hashAlgorithm = X509_ALGOR_new();
-            if (pss->hashAlgorithm != NULL)
-                X509_ALGOR_set_md(pss->hashAlgorithm, c->md);
-        }
-        if (md_nid(mgf) != NID_sha1) {
-            X509_ALGOR *mgfmd = X509_ALGOR_new();
-            ASN1_STRING *packed = NULL;
-
-            if (mgfmd != NULL) {
-                X509_ALGOR_set_md(mgfmd, mgf);
-                packed = ASN1_item_pack(mgfmd, ASN1_ITEM_rptr(X509_ALGOR), NULL);
-                X509_ALGOR_free(mgfmd);
-            }
-            pss->maskGenAlgorithm = X509_ALGOR_new();
-            if (packed != NULL && pss->maskGenAlgorithm != NULL)
-                X509_ALGOR_set0(pss->maskGenAlgorithm, OBJ_nid2obj(NID_mgf1),
-                                V_ASN1_SEQUENCE, packed);
-            else
-                ASN1_STRING_free(packed);
-        }
-        if (salt != 20) {
-            pss->saltLength = ASN1_INTEGER_new();
-            if (pss->saltLength != NULL)
-                ASN1_INTEGER_set(pss->saltLength, salt);
-        }
-        os = ASN1_item_pack(pss, ASN1_ITEM_rptr(RSA_PSS_PARAMS), NULL);
-        RSA_PSS_PARAMS_free(pss);
-        if (os == NULL)
-            goto end;
-        X509_ALGOR_set0(alg, OBJ_nid2obj(NID_rsassaPss), V_ASN1_SEQUENCE, os);
-    } else if (c->is_rsa && c->pad == RSA_PKCS1_PADDING) {
-        if (!OBJ_find_sigid_by_algs(&sig_nid, md_nid(c->md), NID_rsaEncryption))
-            goto end;
-        X509_ALGOR_set0(alg, OBJ_nid2obj(sig_nid), V_ASN1_NULL, NULL);
-    } else if (!c->is_rsa) {
-        if (!OBJ_find_sigid_by_algs(&sig_nid, md_nid(c->md), NID_X9_62_id_ecPublicKey))
-            goto end;
-        X509_ALGOR_set0(alg, OBJ_nid2obj(sig_nid), V_ASN1_UNDEF, NULL);
-    } else {
+    if (!(c->is_rsa ? sig_rsa_algorithm_id(c, alg) : sig_ecdsa_algorithm_id(c, alg)))
         goto end;
-    }
     *der = NULL;
     len = i2d_X509_ALGOR(alg, der);
 end:
@@ -843,22 +533,7 @@ end:
     return len;
 }
 
-static const char *pad_name(int pad)
-{
-    switch (pad) {
-    case RSA_PKCS1_PADDING:
-        return OSSL_PKEY_RSA_PAD_MODE_PKCSV15;
-    case RSA_PKCS1_PSS_PADDING:
-        return OSSL_PKEY_RSA_PAD_MODE_PSS;
-    case RSA_NO_PADDING:
-        return OSSL_PKEY_RSA_PAD_MODE_NONE;
-    case RSA_X931_PADDING:
-        return OSSL_PKEY_RSA_PAD_MODE_X931;
-    }
-    return "";
-}
-
-static int sig_get_ctx_params(void *vctx, OSSL_PARAM params[])
+int sig_get_ctx_params(void *vctx, OSSL_PARAM params[])
 {
     sig_ctx *c = vctx;
     OSSL_PARAM *p;
@@ -877,42 +552,10 @@ static int sig_get_ctx_params(void *vctx, OSSL_PARAM params[])
         return 0;
     if (!c->is_rsa)
         return 1;
-    if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_PAD_MODE)) != NULL) {
-        if (p->data_type == OSSL_PARAM_INTEGER
-                ? !OSSL_PARAM_set_int(p, c->pad)
-                : !OSSL_PARAM_set_utf8_string(p, pad_name(c->pad)))
-            return 0;
-    }
-    if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_PSS_SALTLEN)) != NULL) {
-        if (p->data_type == OSSL_PARAM_INTEGER) {
-            if (!OSSL_PARAM_set_int(p, c->saltlen))
-                return 0;
-        } else {
-            const char *s =
-                c->saltlen == RSA_PSS_SALTLEN_DIGEST ? OSSL_PKEY_RSA_PSS_SALT_LEN_DIGEST
-                : c->saltlen == RSA_PSS_SALTLEN_MAX  ? OSSL_PKEY_RSA_PSS_SALT_LEN_MAX
-                : c->saltlen == RSA_PSS_SALTLEN_AUTO ? OSSL_PKEY_RSA_PSS_SALT_LEN_AUTO
-                                                     : NULL;
-            char num[16];
-
-            if (s == NULL) {
-                snprintf(num, sizeof(num), "%d", c->saltlen);
-                s = num;
-            }
-            if (!OSSL_PARAM_set_utf8_string(p, s))
-                return 0;
-        }
-    }
-    if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_MGF1_DIGEST)) != NULL) {
-        const EVP_MD *mgf = c->mgf1 != NULL ? c->mgf1 : c->md;
-
-        if (!OSSL_PARAM_set_utf8_string(p, mgf != NULL ? EVP_MD_get0_name(mgf) : ""))
-            return 0;
-    }
-    return 1;
+    return sig_rsa_get_ctx_params(c, params);
 }
 
-static const OSSL_PARAM *sig_gettable_ctx_params(void *vctx, void *provctx)
+const OSSL_PARAM *sig_gettable_ctx_params(void *vctx, void *provctx)
 {
     static const OSSL_PARAM gettable[] = {
         OSSL_PARAM_octet_string(OSSL_SIGNATURE_PARAM_ALGORITHM_ID, NULL, 0),
@@ -925,60 +568,7 @@ static const OSSL_PARAM *sig_gettable_ctx_params(void *vctx, void *provctx)
     return gettable;
 }
 
-static int parse_pad(sig_ctx *c, const OSSL_PARAM *p)
-{
-    static const struct {
-        const char *name;
-        int pad;
-    } pads[] = {
-        {OSSL_PKEY_RSA_PAD_MODE_PKCSV15, RSA_PKCS1_PADDING},
-        {OSSL_PKEY_RSA_PAD_MODE_PSS, RSA_PKCS1_PSS_PADDING},
-        {OSSL_PKEY_RSA_PAD_MODE_NONE, RSA_NO_PADDING},
-        {OSSL_PKEY_RSA_PAD_MODE_X931, RSA_X931_PADDING},
-    };
-
-    if (p->data_type == OSSL_PARAM_INTEGER)
-        return OSSL_PARAM_get_int(p, &c->pad);
-    if (p->data_type == OSSL_PARAM_UTF8_STRING) {
-        for (size_t i = 0; i < sizeof(pads) / sizeof(pads[0]); i++)
-            if (strcmp(p->data, pads[i].name) == 0) {
-                c->pad = pads[i].pad;
-                return 1;
-            }
-    }
-    hp_raise(c->pctx, HP_R_BAD_PARAM, "unknown RSA padding mode");
-    return 0;
-}
-
-static int parse_saltlen(sig_ctx *c, const OSSL_PARAM *p)
-{
-    const char *s;
-    char *end;
-    long v;
-
-    if (p->data_type == OSSL_PARAM_INTEGER)
-        return OSSL_PARAM_get_int(p, &c->saltlen);
-    if (p->data_type != OSSL_PARAM_UTF8_STRING)
-        return 0;
-    s = p->data;
-    if (strcmp(s, OSSL_PKEY_RSA_PSS_SALT_LEN_DIGEST) == 0) {
-        c->saltlen = RSA_PSS_SALTLEN_DIGEST;
-    } else if (strcmp(s, OSSL_PKEY_RSA_PSS_SALT_LEN_MAX) == 0) {
-        c->saltlen = RSA_PSS_SALTLEN_MAX;
-    } else if (strcmp(s, OSSL_PKEY_RSA_PSS_SALT_LEN_AUTO) == 0) {
-        c->saltlen = RSA_PSS_SALTLEN_AUTO;
-    } else {
-        v = strtol(s, &end, 10);
-        if (*s == '\0' || *end != '\0' || v < RSA_PSS_SALTLEN_MAX || v > 1024) {
-            hp_raise(c->pctx, HP_R_BAD_PARAM, "PSS salt length \"%s\"", s);
-            return 0;
-        }
-        c->saltlen = (int)v;
-    }
-    return 1;
-}
-
-static int sig_set_ctx_params(void *vctx, const OSSL_PARAM params[])
+int sig_set_ctx_params(void *vctx, const OSSL_PARAM params[])
 {
     sig_ctx *c = vctx;
     const OSSL_PARAM *p;
@@ -987,80 +577,10 @@ static int sig_set_ctx_params(void *vctx, const OSSL_PARAM params[])
     if (params == NULL)
         return 1;
     if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_DIGEST)) != NULL) {
-        if (!OSSL_PARAM_get_utf8_string_ptr(p, &name) || !set_md(c, name, &c->md))
+        if (!OSSL_PARAM_get_utf8_string_ptr(p, &name) || !sig_set_md(c, name, &c->md))
             return 0;
     }
     if (!c->is_rsa)
         return 1;
-    if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_PAD_MODE)) != NULL &&
-        !parse_pad(c, p))
-        return 0;
-    if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_PSS_SALTLEN)) != NULL &&
-        !parse_saltlen(c, p))
-        return 0;
-    if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_MGF1_DIGEST)) != NULL) {
-        if (!OSSL_PARAM_get_utf8_string_ptr(p, &name) || !set_md(c, name, &c->mgf1))
-            return 0;
-    }
-    return 1;
+    return sig_rsa_set_ctx_params(c, params);
 }
-
-static const OSSL_PARAM *sig_rsa_settable(void *vctx, void *provctx)
-{
-    static const OSSL_PARAM settable[] = {
-        OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),
-        OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PROPERTIES, NULL, 0),
-        OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PAD_MODE, NULL, 0),
-        OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, NULL, 0),
-        OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_MGF1_DIGEST, NULL, 0),
-        OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_MGF1_PROPERTIES, NULL, 0),
-        OSSL_PARAM_END,
-    };
-    return settable;
-}
-
-static const OSSL_PARAM *sig_ec_settable(void *vctx, void *provctx)
-{
-    static const OSSL_PARAM settable[] = {
-        OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),
-        OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PROPERTIES, NULL, 0),
-        OSSL_PARAM_END,
-    };
-    return settable;
-}
-
-#define SIGNATURE_COMMON                                                                 \
-    {OSSL_FUNC_SIGNATURE_FREECTX, (void (*)(void))sig_freectx},                          \
-        {OSSL_FUNC_SIGNATURE_DUPCTX, (void (*)(void))sig_dupctx},                        \
-        {OSSL_FUNC_SIGNATURE_SIGN_INIT, (void (*)(void))sig_sign_init},                  \
-        {OSSL_FUNC_SIGNATURE_SIGN, (void (*)(void))sig_sign},                            \
-        {OSSL_FUNC_SIGNATURE_VERIFY_INIT, (void (*)(void))sig_verify_init},              \
-        {OSSL_FUNC_SIGNATURE_VERIFY, (void (*)(void))sig_verify},                        \
-        {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, (void (*)(void))sig_digest_sign_init},    \
-        {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE, (void (*)(void))sig_digest_update},     \
-        {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL, (void (*)(void))sig_digest_sign_final},  \
-        {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_INIT,                                         \
-         (void (*)(void))sig_digest_verify_init},                                        \
-        {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_UPDATE, (void (*)(void))sig_digest_update},   \
-        {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_FINAL,                                        \
-         (void (*)(void))sig_digest_verify_final},                                       \
-        {OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS, (void (*)(void))sig_get_ctx_params},        \
-        {OSSL_FUNC_SIGNATURE_GETTABLE_CTX_PARAMS,                                        \
-         (void (*)(void))sig_gettable_ctx_params},                                       \
-    {                                                                                    \
-        OSSL_FUNC_SIGNATURE_SET_CTX_PARAMS, (void (*)(void))sig_set_ctx_params           \
-    }
-
-const OSSL_DISPATCH hp_rsa_signature_functions[] = {
-    {OSSL_FUNC_SIGNATURE_NEWCTX, (void (*)(void))sig_rsa_newctx},
-    SIGNATURE_COMMON,
-    {OSSL_FUNC_SIGNATURE_SETTABLE_CTX_PARAMS, (void (*)(void))sig_rsa_settable},
-    {0, NULL},
-};
-
-const OSSL_DISPATCH hp_ecdsa_signature_functions[] = {
-    {OSSL_FUNC_SIGNATURE_NEWCTX, (void (*)(void))sig_ec_newctx},
-    SIGNATURE_COMMON,
-    {OSSL_FUNC_SIGNATURE_SETTABLE_CTX_PARAMS, (void (*)(void))sig_ec_settable},
-    {0, NULL},
-};
