@@ -138,7 +138,7 @@ void *cipher_dupctx(void *vctx)
         }
         return d;
     }
-    if (c->op.active) {
+    if (p11_op_running(&c->op)) {
         /* The operation's state is in the token's session: a copy needs
          * the token to hand it over. */
         CK_RV rv = p11_secret_op_dup(&d->op, &c->op, c->key);
@@ -360,7 +360,7 @@ int cipher_through(cipher_ctx *c, const unsigned char *in, size_t len, unsigned 
 
     if (len == 0)
         return 1;
-    if (!c->op.active && !cipher_start(c))
+    if (!p11_op_running(&c->op) && !cipher_start(c))
         return 0;
     rv = p11_op_update(&c->op, in, len, out, &olen);
     if (rv != CKR_OK)
@@ -370,8 +370,7 @@ int cipher_through(cipher_ctx *c, const unsigned char *in, size_t len, unsigned 
         hp_raise(c->pctx, HP_R_UNSUPPORTED,
                  "AES-%s: token \"%s\" returned %lu bytes for %zu: hsmprov needs a token "
                  "that does not hold data back in this mode",
-                 c->mi->name, c->op.tok != NULL ? c->op.tok->label : "?",
-                 (unsigned long)olen, len);
+                 c->mi->name, p11_op_token_label(&c->op), (unsigned long)olen, len);
         return 0;
     }
     return 1;
@@ -385,7 +384,7 @@ int cipher_finish(cipher_ctx *c)
     CK_ULONG len = sizeof(scratch);
     CK_RV rv;
 
-    if (!c->op.active)
+    if (!p11_op_running(&c->op))
         return 1;
     rv = p11_op_final(&c->op, scratch, &len);
     OPENSSL_cleanse(scratch, sizeof(scratch));

@@ -49,7 +49,7 @@ int gcm_update(cipher_ctx *c, unsigned char *out, size_t *outl, size_t outsize,
     if (out == NULL) {
         /* AAD. PKCS#11 takes it in C_EncryptInit/C_DecryptInit's
          * parameters, so it must all come before the data (as in OpenSSL). */
-        if (c->iv_state == IV_USED || c->op.active) {
+        if (c->iv_state == IV_USED || p11_op_running(&c->op)) {
             hp_raise(c->pctx, HP_R_BAD_PARAM, "AES-GCM: AAD after data");
             return 0;
         }
@@ -70,7 +70,7 @@ int gcm_update(cipher_ctx *c, unsigned char *out, size_t *outl, size_t outsize,
         memcpy(c->ct + c->ctlen, in, inl);
         c->ctlen += inl;
     }
-    if (!c->op.active && !cipher_start(c))
+    if (!p11_op_running(&c->op) && !cipher_start(c))
         return 0;
     if (!cipher_through(c, in, inl, out))
         return 0;
@@ -84,7 +84,7 @@ static int gcm_encrypt_final(cipher_ctx *c)
     CK_ULONG len = sizeof(scratch);
     CK_RV rv;
 
-    if (!c->op.active && !cipher_start(c))
+    if (!p11_op_running(&c->op) && !cipher_start(c))
         return 0;
     rv = p11_op_final(&c->op, scratch, &len);
     if (rv != CKR_OK)
@@ -115,15 +115,13 @@ static int gcm_decrypt_final(cipher_ctx *c)
     }
     if (c->key == NULL)
         return cipher_start(c); /* raises "no key" */
-    if (c->op.active) {
+    if (p11_op_running(&c->op)) {
         /* End the keystream; its tag means nothing. The lease stays for the
          * check. */
         unsigned char scratch[GCM_TAG_MAX];
 
         len = sizeof(scratch);
-        c->op.keep = 1;
-        rv = p11_op_final(&c->op, scratch, &len);
-        c->op.keep = 0;
+        rv = p11_op_final_keep(&c->op, scratch, &len);
         if (rv != CKR_OK) {
             p11_op_abort(&c->op);
             return cipher_raise_rv(c, rv);

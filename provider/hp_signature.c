@@ -65,12 +65,11 @@ void *sig_dupctx(void *vctx)
         return NULL;
     *d = *c;
     d->mdctx = NULL;
-    if (c->op.active) {
+    d->op = (p11_op)P11_OP_INIT;
+    if (p11_op_running(&c->op)) {
         /* Move the running token operation (and its lease) to the copy. */
-        c->op = (p11_op)P11_OP_INIT;
+        p11_op_move(&d->op, &c->op);
         c->moved = 1;
-    } else {
-        d->op = (p11_op)P11_OP_INIT;
     }
     if ((d->md != NULL && !EVP_MD_up_ref(d->md)) ||
         (d->mgf1 != NULL && !EVP_MD_up_ref(d->mgf1))) {
@@ -309,7 +308,7 @@ static int stream_start(sig_ctx *c)
                  "duplicate of the context; re-initialise it");
         return 0;
     }
-    if (c->op.active)
+    if (p11_op_running(&c->op))
         return 1;
     c->digest_then_sign = 0;
     if (!c->is_rsa && mech.mechanism != CK_UNAVAILABLE_INFORMATION &&
@@ -319,22 +318,12 @@ static int stream_start(sig_ctx *c)
          * that same session. */
         CK_MECHANISM dm = {hp_digest_mech(sig_md_nid(c->md)), NULL, 0};
 
-        /* Find the key again now if it must be (after fork or session
-         * loss): that needs a session of its own, which is not to be had
-         * once this context holds its lease and the pool is exhausted. */
-        rv = p11_key_current(c->key->p11);
+        rv = p11_op_digest_then_init(&c->op, c->key->p11, &dm);
         if (rv != CKR_OK) {
             hp_raise_p11(c->pctx, rv);
             return 0;
         }
         c->digest_then_sign = 1;
-        c->op.keep = 1;
-        rv = p11_op_digest_init(&c->op, c->key->p11->tok, &dm);
-        if (rv != CKR_OK) {
-            p11_op_abort(&c->op);
-            hp_raise_p11(c->pctx, rv);
-            return 0;
-        }
         return 1;
     }
     if (mech.mechanism == CK_UNAVAILABLE_INFORMATION ||
@@ -407,18 +396,8 @@ int sig_digest_update(void *vctx, const unsigned char *data, size_t len)
 static CK_RV digest_then(sig_ctx *c, p11_op_kind kind, unsigned char *h, CK_ULONG *hlen)
 {
     CK_MECHANISM mech = {CKM_ECDSA, NULL, 0};
-    CK_RV rv = p11_op_final(&c->op, h, hlen);
 
-    c->op.keep = 0;
-    if (rv == CKR_OK && !p11_key_fresh(c->key->p11))
-        /* The token lost our sessions meanwhile: finding the key again
-         * needs a session of the pool, so ours goes back first. */
-        p11_op_abort(&c->op);
-    if (rv == CKR_OK)
-        rv = p11_op_init(&c->op, c->key->p11, kind, &mech);
-    if (rv != CKR_OK)
-        p11_op_abort(&c->op);
-    return rv;
+    return p11_op_digest_then_step(&c->op, c->key->p11, kind, &mech, h, hlen);
 }
 
 static int stream_sign_final(sig_ctx *c, unsigned char *sig, size_t *siglen,

@@ -53,4 +53,27 @@ CK_RV p11_op_oneshot(p11_op *op, const unsigned char *in, CK_ULONG inlen,
 /* Ends whatever runs and returns the lease. Safe on an idle op. */
 void p11_op_abort(p11_op *op);
 
+/* Whether an operation runs (init succeeded, nothing has ended it yet): the
+ * context holds its lease. */
+static inline int p11_op_running(const p11_op *op)
+{
+    return op->active;
+}
+/* C_<kind>Final that keeps the lease for a next step on the same session
+ * (a GCM tag check after the keystream). */
+CK_RV p11_op_final_keep(p11_op *op, unsigned char *out, CK_ULONG *outlen);
+/* Hands a running operation and its lease to dst (a duplicated context);
+ * src is left idle. */
+void p11_op_move(p11_op *dst, p11_op *src);
+/* The label of the token the operation runs on, for messages. */
+const char *p11_op_token_label(const p11_op *op);
+
+/* Digest in the token, then a raw signature on the same session
+ * (p11_op_digest.c): C_DigestInit now, with k re-found first if it must be;
+ * then, after the updates, C_DigestFinal into h and C_<kind>Init with the
+ * raw mechanism, ready for p11_op_oneshot. */
+CK_RV p11_op_digest_then_init(p11_op *op, p11_key *k, CK_MECHANISM *digest);
+CK_RV p11_op_digest_then_step(p11_op *op, p11_key *k, p11_op_kind kind, CK_MECHANISM *raw,
+                              unsigned char *h, CK_ULONG *hlen);
+
 #endif
