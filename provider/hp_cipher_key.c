@@ -27,8 +27,7 @@ static p11_token *raw_key_token(cipher_ctx *c)
 {
     p11_module *m;
     p11_uri *uri = NULL;
-    p11_token *t = NULL, **v = NULL;
-    size_t n = 0;
+    p11_token *t = NULL;
     CK_RV rv;
 
     if (c->tok != NULL)
@@ -40,20 +39,7 @@ static p11_token *raw_key_token(cipher_ctx *c)
         if (rv == CKR_OK)
             rv = p11_token_find(m, uri, &t);
     } else {
-        rv = p11_token_list(m, &v, &n);
-        for (size_t i = 0; rv == CKR_OK && i < n && t == NULL; i++)
-            if ((v[i]->info.flags & CKF_TOKEN_INITIALIZED) &&
-                p11_token_check_mech(v[i], c->mi->mech) == CKR_OK)
-                t = v[i];
-        if (rv == CKR_OK)
-            p11_failure_clear(); /* the tokens that lack the mechanism */
-        if (rv == CKR_OK && t == NULL)
-            rv = n == 0 ? p11_fail(CKR_TOKEN_NOT_PRESENT, "C_GetSlotList",
-                                   "module %s has no token to hold an AES key", m->path)
-                        : p11_fail(CKR_MECHANISM_INVALID, "C_GetMechanismList",
-                                   "no token of module %s offers %s", m->path,
-                                   p11_mech_name(c->mi->mech));
-        free(v);
+        rv = p11_token_with_mechanism(m, c->mi->mech, &t);
     }
     /* Raw keys become public session objects (see p11_secret.c): a PIN is
      * used if one is configured (a token may want the login for any

@@ -232,6 +232,30 @@ CK_RV p11_token_list_matching(p11_module *m, const p11_uri *uri, p11_token ***ou
     return CKR_OK;
 }
 
+CK_RV p11_token_with_mechanism(p11_module *m, CK_MECHANISM_TYPE mech, p11_token **out)
+{
+    p11_token **v = NULL;
+    size_t n = 0;
+    CK_RV rv = p11_token_list(m, &v, &n);
+
+    *out = NULL;
+    for (size_t i = 0; rv == CKR_OK && i < n && *out == NULL; i++)
+        if ((v[i]->info.flags & CKF_TOKEN_INITIALIZED) &&
+            p11_token_check_mech(v[i], mech) == CKR_OK)
+            *out = v[i];
+    free(v);
+    if (rv != CKR_OK)
+        return rv;
+    p11_failure_clear(); /* the tokens that lack the mechanism */
+    if (*out != NULL)
+        return CKR_OK;
+    return n == 0 ? p11_fail(CKR_TOKEN_NOT_PRESENT, "C_GetSlotList",
+                             "module %s has no token", m->path)
+                  : p11_fail(CKR_MECHANISM_INVALID, "C_GetMechanismList",
+                             "no token of module %s offers %s", m->path,
+                             p11_mech_name(mech));
+}
+
 CK_RV p11_token_list(p11_module *m, p11_token ***out, size_t *n)
 {
     struct list_arg la = {0};

@@ -54,6 +54,9 @@ struct p11_token {
 CK_RV p11_token_find(p11_module *m, const p11_uri *uri, p11_token **out);
 /* All tokens present now (for listing); *n set to their count. */
 CK_RV p11_token_list(p11_module *m, p11_token ***out, size_t *n);
+/* The first initialised token that offers mech; CKR_MECHANISM_INVALID
+ * (naming it) when none does, CKR_TOKEN_NOT_PRESENT when there is none. */
+CK_RV p11_token_with_mechanism(p11_module *m, CK_MECHANISM_TYPE mech, p11_token **out);
 /* Every token the URI matches (token, slot and library attributes), after
  * checking its module-name/module-path; none is an error
  * (CKR_TOKEN_NOT_PRESENT naming the URI). Caller frees the array. */
