@@ -82,6 +82,7 @@ static CK_RV init_once(p11_op *op, p11_token *t, p11_key *k, p11_op_kind kind,
 CK_RV p11_op_init_obj_once(p11_op *op, p11_token *t, p11_op_kind kind, CK_MECHANISM *mech,
                            CK_OBJECT_HANDLE o, const char *name, p11_recovery *r)
 {
+    p11_recovery_start(r, t);
     r->h = o;
     return init_once(op, t, NULL, kind, mech, o, name, p11_recovery_epoch(r, t));
 }
@@ -107,11 +108,16 @@ CK_RV p11_op_init_key_once(p11_op *op, p11_key *k, p11_op_kind kind, CK_MECHANIS
                            p11_recovery *r)
 {
     int priv = kind == P11_SIGN || kind == P11_DECRYPT;
-    CK_RV rv = p11_key_current(k);
+    CK_RV rv;
 
+    p11_recovery_start(r, k->tok);
+    rv = p11_key_current(k);
     r->stale = p11_key_stale;
     r->obj = k;
-    r->h = CK_INVALID_HANDLE;
+    /* Not found again: the search may have met a further loss (the token
+     * forgot the login while we searched), so it is worth another look;
+     * the budget decides whether it gets one. */
+    r->h = priv ? k->priv : k->pub;
     if (rv != CKR_OK)
         return rv;
     r->h = priv ? p11_key_private_handle(k) : k->pub;

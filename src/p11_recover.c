@@ -107,8 +107,12 @@ p11_next p11_recover(p11_recovery *r, p11_token *t, p11_lease *l, CK_RV rv)
         p11_token_lost(t, 1);
         break;
     case P11_ACT_LOGIN:
-        /* Tokens may renumber private objects when the login goes. */
-        p11_token_lost(t, 0);
+        /* Tokens may renumber private objects when the login goes. Only
+         * where the login is made again here: elsewhere (a key copy, C_Login
+         * itself) a new epoch would only churn, and whoever needs the login
+         * next meets CKR_USER_NOT_LOGGED_IN and recovers it. */
+        if (r->allow & P11_ALLOW(P11_ACT_LOGIN))
+            p11_token_lost(t, 0);
         break;
     case P11_ACT_OBJECT:
     case P11_ACT_NONE:
@@ -144,6 +148,14 @@ p11_next p11_recover(p11_recovery *r, p11_token *t, p11_lease *l, CK_RV rv)
     if (next != P11_RETRY)
         p11_failure_restore(f != NULL ? &saved : NULL);
     return next;
+}
+
+void p11_recovery_start(p11_recovery *r, p11_token *t)
+{
+    if (!r->started) {
+        r->started = 1;
+        r->epoch = atomic_load(&t->epoch);
+    }
 }
 
 unsigned p11_recovery_epoch(p11_recovery *r, p11_token *t)

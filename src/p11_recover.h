@@ -45,9 +45,9 @@ typedef enum {
 
 /* New budget rounds begin when the token epoch moved (a further loss while
  * recovering, or another thread's); at most this many. */
-#define P11_RECOVER_ROUNDS 4
+#define P11_RECOVER_ROUNDS 8
 /* Retries of one call, whatever happens. */
-#define P11_RECOVER_MAX_RETRIES 12
+#define P11_RECOVER_MAX_RETRIES 16
 
 typedef struct p11_recovery {
     /* Set by the caller (P11_RECOVERY_INIT allows all, with no object). */
@@ -89,6 +89,12 @@ p11_next p11_recover_plan(p11_recovery *r, CK_RV rv, unsigned epoch, p11_action 
  * none): on success it is left alone, on failure it is always given back.
  * t may be NULL only for an rv that needs no recovery. */
 p11_next p11_recover(p11_recovery *r, p11_token *t, p11_lease *l, CK_RV rv);
+
+/* Starts the budget's first round in the token's epoch now. A step calls it
+ * before its first token call, so that a loss from another thread during
+ * the attempt already counts as a new round; without it the round starts at
+ * the first failure. Does nothing after the first time. */
+void p11_recovery_start(p11_recovery *r, p11_token *t);
 
 /* For steps with an object handle: the token epoch the handle was found in.
  * The first attempt, and the first after the object was found again, take

@@ -149,8 +149,8 @@ static void login(void)
           "a second login loss in the same epoch retried");
 }
 
-/* A call site that may not log in (C_Login itself) still declares the loss
- * but never retries it. */
+/* A call site that may not retry a session loss still declares it; one
+ * that may not log in (C_Login itself, a key copy) leaves the login alone. */
 static void not_allowed(void)
 {
     p11_recovery r = P11_RECOVERY_INIT;
@@ -159,11 +159,12 @@ static void not_allowed(void)
     r.allow = P11_ALLOW(P11_ACT_SESSION);
     CHECK(p11_recover(&r, t, NULL, CKR_USER_NOT_LOGGED_IN) == P11_DONE,
           "a login retried where it is not allowed");
-    CHECK(epoch() == 8, "a login loss not declared");
+    CHECK(epoch() == 7 && atomic_load(&t->login_gen) == 1,
+          "a login loss declared where nobody logs in again");
     r.allow = 0;
     CHECK(p11_recover(&r, t, NULL, CKR_SESSION_HANDLE_INVALID) == P11_DONE,
           "a session loss retried where no retry is allowed");
-    CHECK(epoch() == 9, "a session loss not declared");
+    CHECK(epoch() == 8 && atomic_load(&t->login_gen) == 0, "a session loss not declared");
 }
 
 /* CKR_OBJECT_HANDLE_INVALID and its kin: the handle the step used is
