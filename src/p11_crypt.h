@@ -2,7 +2,8 @@
  *
  * Each leases a session for exactly one Init + one call (DESIGN §2.2): the
  * steady-state cost of a signature is C_SignInit and C_Sign, nothing more.
- * A session or login the token lost is recovered once, transparently. */
+ * A session, login or key handle the token lost is recovered transparently,
+ * as p11_recover() decides (one policy for the whole core). */
 #ifndef P11_CRYPT_H
 #define P11_CRYPT_H
 

@@ -81,3 +81,11 @@ void p11_failure_clear(void)
     last.rv = CKR_OK;
     last.what[0] = '\0';
 }
+
+void p11_failure_restore(const p11_failure *f)
+{
+    if (f == NULL)
+        p11_failure_clear();
+    else
+        last = *f;
+}

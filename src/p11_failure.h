@@ -34,5 +34,7 @@ void p11_escape_controls(char *dst, size_t n, const char *src);
 void p11_failure_note(CK_RV rv, const char *call, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void p11_failure_clear(void);
+/* Puts back a failure saved from p11_last_failure() (NULL: none). */
+void p11_failure_restore(const p11_failure *f);
 
 #endif

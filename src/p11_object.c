@@ -2,6 +2,7 @@
 
 #include "p11_failure.h"
 #include "p11_names.h"
+#include "p11_recover.h"
 #include "p11_uri.h"
 
 #include <stdio.h>
@@ -17,52 +18,28 @@ static long long monotonic_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Runs a lease-holding step once more after the session or the login was
- * lost. Returns non-zero when a retry makes sense. */
-static int recover(p11_token *t, p11_lease *l, CK_RV rv, int *tries)
-{
-    if ((*tries)++ > 1)
-        return 0;
-    if (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED) {
-        /* All our sessions went, and the login with them: a new epoch, so
-         * that callers look their objects up again. */
-        p11_token_lost(t, 1);
-        p11_lease_discard(l);
-        return 1;
-    }
-    if (rv == CKR_USER_NOT_LOGGED_IN) {
-        p11_lease_release(l);
-        p11_token_lost(t, 0);
-        return p11_token_relogin(t) == CKR_OK;
-    }
-    return 0;
-}
-
 CK_RV p11_find_objects(p11_token *t, const CK_ATTRIBUTE *tmpl, CK_ULONG n,
                        CK_OBJECT_HANDLE **out, CK_ULONG *count)
 {
     p11_module *m = t->m;
+    p11_recovery r = P11_RECOVERY_INIT;
+    p11_lease l = P11_LEASE_INIT;
     CK_OBJECT_HANDLE *v = NULL;
     CK_ULONG have = 0, cap = 0;
-    int tries = 0;
     CK_RV rv;
 
     *out = NULL;
     *count = 0;
-retry : {
-    p11_lease l = P11_LEASE_INIT;
-
-    rv = p11_lease_acquire(t->pool, &l);
+    do {
+        rv = p11_lease_acquire(t->pool, &l);
+        if (rv == CKR_OK) {
+            rv = P11_CALL(m, C_FindObjectsInit, l.h, (CK_ATTRIBUTE *)tmpl, n);
+            if (rv != CKR_OK)
+                p11_fail(rv, "C_FindObjectsInit", "token \"%s\"", t->label);
+        }
+    } while (p11_recover(&r, t, &l, rv) == P11_RETRY);
     if (rv != CKR_OK)
         return rv;
-    rv = P11_CALL(m, C_FindObjectsInit, l.h, (CK_ATTRIBUTE *)tmpl, n);
-    if (rv != CKR_OK) {
-        if (recover(t, &l, rv, &tries))
-            goto retry;
-        p11_lease_release(&l);
-        return p11_fail(rv, "C_FindObjectsInit", "token \"%s\"", t->label);
-    }
-    have = 0;
     for (;;) {
         CK_ULONG got = 0;
 
@@ -85,7 +62,6 @@ retry : {
     /* Ends the search whatever happened, so the session is clean. */
     P11_CALL(m, C_FindObjectsFinal, l.h);
     p11_lease_release(&l);
-}
     if (rv != CKR_OK) {
         free(v);
         return p11_fail(rv, "C_FindObjects", "token \"%s\"", t->label);
@@ -98,32 +74,33 @@ retry : {
 CK_RV p11_read_attr(p11_token *t, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type,
                     unsigned char **val, CK_ULONG *len)
 {
+    p11_recovery r = P11_RECOVERY_INIT;
     p11_lease l = P11_LEASE_INIT;
     CK_ATTRIBUTE a = {type, NULL, 0};
-    int tries = 0;
     CK_RV rv;
 
     *val = NULL;
     *len = 0;
-retry:
-    rv = p11_lease_acquire(t->pool, &l);
-    if (rv != CKR_OK)
-        return rv;
-    a.pValue = NULL;
-    rv = P11_CALL(t->m, C_GetAttributeValue, l.h, o, &a, 1);
-    if (rv == CKR_OK && a.ulValueLen != CK_UNAVAILABLE_INFORMATION) {
-        a.pValue = malloc(a.ulValueLen + 1);
-        if (a.pValue == NULL)
-            rv = CKR_HOST_MEMORY;
-        else
-            rv = P11_CALL(t->m, C_GetAttributeValue, l.h, o, &a, 1);
-    } else if (rv == CKR_OK) {
-        rv = CKR_ATTRIBUTE_TYPE_INVALID;
-    }
-    if (rv != CKR_OK && recover(t, &l, rv, &tries)) {
+    /* The session and the login only: o is the caller's handle, which the
+     * caller finds again. */
+    r.allow = P11_ALLOW(P11_ACT_SESSION) | P11_ALLOW(P11_ACT_LOGIN);
+    do {
         free(a.pValue);
-        goto retry;
-    }
+        a.pValue = NULL;
+        rv = p11_lease_acquire(t->pool, &l);
+        if (rv != CKR_OK)
+            break; /* no lease, nothing to recover */
+        rv = P11_CALL(t->m, C_GetAttributeValue, l.h, o, &a, 1);
+        if (rv == CKR_OK && a.ulValueLen != CK_UNAVAILABLE_INFORMATION) {
+            a.pValue = malloc(a.ulValueLen + 1);
+            if (a.pValue == NULL)
+                rv = CKR_HOST_MEMORY;
+            else
+                rv = P11_CALL(t->m, C_GetAttributeValue, l.h, o, &a, 1);
+        } else if (rv == CKR_OK) {
+            rv = CKR_ATTRIBUTE_TYPE_INVALID;
+        }
+    } while (p11_recover(&r, t, &l, rv) == P11_RETRY);
     p11_lease_release(&l);
     if (rv != CKR_OK) {
         free(a.pValue);
@@ -338,6 +315,16 @@ void p11_key_handle_failed(p11_key *k, CK_OBJECT_HANDLE h)
     else if (k->priv == h || k->pub == h)
         atomic_store(&k->gen, 0); /* find the objects again */
     pthread_mutex_unlock(&k->refind_lock);
+}
+
+int p11_key_stale(void *obj, CK_OBJECT_HANDLE h)
+{
+    p11_key *k = obj;
+
+    if (h == CK_INVALID_HANDLE || atomic_load(&k->gone))
+        return 0;
+    p11_key_handle_failed(k, h);
+    return 1;
 }
 
 int p11_key_fresh(p11_key *k)

@@ -64,6 +64,10 @@ CK_OBJECT_HANDLE p11_key_private_handle(p11_key *k);
 /* Handle h of k turned out invalid: forget it (the copy, or the objects,
  * which are then found again), unless it was already replaced. */
 void p11_key_handle_failed(p11_key *k, CK_OBJECT_HANDLE h);
+/* A p11_recovery stale callback (obj is a p11_key): handle h failed as
+ * stale; forgets it (p11_key_handle_failed) and returns 1, or 0 when finding
+ * it again cannot help (k was found deleted, or h is no handle). */
+int p11_key_stale(void *k, CK_OBJECT_HANDLE h);
 /* Makes sure k's handles belong to the module's current generation, finding
  * the objects again by identity if not. */
 CK_RV p11_key_current(p11_key *k);

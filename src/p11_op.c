@@ -26,16 +26,20 @@ static void done(p11_op *op)
         p11_lease_release(&op->lease);
 }
 
-/* o was valid in token epoch `epoch`. A handle from an older epoch may name
- * another object now: rather than use it, answer CKR_OBJECT_HANDLE_INVALID so
- * that the caller finds (or makes) its object again. */
-static CK_RV init_obj(p11_op *op, p11_token *t, p11_key *k, p11_op_kind kind,
-                      CK_MECHANISM *mech, CK_OBJECT_HANDLE o, const char *name,
-                      unsigned epoch)
+/* One attempt at C_<kind>Init with object o on a leased session of t, for a
+ * p11_recover loop: a failure is recorded, and the lease left to p11_recover.
+ * o was valid in token epoch `epoch` (and, for a key k, in its module
+ * generation): a handle from an older one may name another object now, so
+ * rather than use it, answer CKR_OBJECT_HANDLE_INVALID and have it found (or
+ * made) again. */
+static CK_RV init_once(p11_op *op, p11_token *t, p11_key *k, p11_op_kind kind,
+                       CK_MECHANISM *mech, CK_OBJECT_HANDLE o, const char *name,
+                       unsigned epoch)
 {
     CK_RV rv;
 
-    /* Re-init: whatever ran on our session is ended first. */
+    /* Re-init: whatever ran on our session is ended first. (On a retry
+     * there is nothing: p11_recover gave the lease back.) */
     if (op->active)
         p11_op_abort(op);
     p11_lease_forget_stale(&op->lease);
@@ -50,60 +54,49 @@ static CK_RV init_obj(p11_op *op, p11_token *t, p11_key *k, p11_op_kind kind,
     op->tok = t;
     op->kind = kind;
     op->key = k != NULL && (kind == P11_SIGN || kind == P11_DECRYPT) ? k : NULL;
-    for (int tries = 0;; tries++) {
-        if (op->lease.pool == NULL) {
-            rv = p11_lease_acquire(t->pool, &op->lease);
-            if (rv != CKR_OK)
-                return rv;
-        } else {
-            p11_lease_touch(&op->lease);
-        }
-        if (o != CK_INVALID_HANDLE && atomic_load(&t->epoch) != epoch) {
-            p11_lease_release(&op->lease);
-            return p11_fail(CKR_OBJECT_HANDLE_INVALID, init_names[kind],
-                            "%s: the token lost its sessions since the key was found",
-                            name);
-        }
-        /* As in p11_oneshot: a deleted key is noticed within the interval. */
-        if (k != NULL && (kind == P11_SIGN || kind == P11_DECRYPT)) {
-            rv = p11_key_check(k, op->lease.h);
-            if (rv != CKR_OK) {
-                p11_lease_release(&op->lease);
-                return rv;
-            }
-        }
-        rv = p11_call_init(op->tok->m, op->kind, op->lease.h, mech, o);
-        if (rv == CKR_OK) {
-            op->active = 1;
-            return CKR_OK;
-        }
-        if ((rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED) &&
-            tries == 0) {
-            p11_token_lost(t, 1);
-            p11_lease_discard(&op->lease);
-            continue; /* the epoch check above sends a keyed init back */
-        }
-        if (rv == CKR_USER_NOT_LOGGED_IN && tries < 2) {
-            p11_lease_release(&op->lease);
-            p11_token_lost(t, 0);
-            if (p11_token_relogin(t) == CKR_OK)
-                continue;
-        }
-        if (rv == CKR_OPERATION_ACTIVE) {
-            /* Never expected: a session with an operation active went back
-             * to the pool. Close it rather than reuse it. */
-            p11_lease_discard(&op->lease);
-        } else {
-            p11_lease_release(&op->lease);
-        }
-        return p11_fail_mech(rv, init_names[kind], mech, name);
+    if (op->lease.pool == NULL) {
+        rv = p11_lease_acquire(t->pool, &op->lease);
+        if (rv != CKR_OK)
+            return rv;
+    } else {
+        p11_lease_touch(&op->lease);
     }
+    if (o != CK_INVALID_HANDLE &&
+        (atomic_load(&t->epoch) != epoch || (k != NULL && !p11_key_fresh(k))))
+        return p11_fail(CKR_OBJECT_HANDLE_INVALID, init_names[kind],
+                        "%s: the token lost its sessions since the key was found", name);
+    /* A copy outlives its token object: confirm now and then that the key
+     * was not deleted (cheap when not due). */
+    if (op->key != NULL) {
+        rv = p11_key_check(k, op->lease.h);
+        if (rv != CKR_OK)
+            return rv;
+    }
+    rv = p11_call_init(t->m, kind, op->lease.h, mech, o);
+    if (rv != CKR_OK)
+        return p11_fail_mech(rv, init_names[kind], mech, name);
+    op->active = 1;
+    return CKR_OK;
+}
+
+CK_RV p11_op_init_obj_once(p11_op *op, p11_token *t, p11_op_kind kind, CK_MECHANISM *mech,
+                           CK_OBJECT_HANDLE o, const char *name, p11_recovery *r)
+{
+    p11_recovery_start(r, t);
+    r->h = o;
+    return init_once(op, t, NULL, kind, mech, o, name, p11_recovery_epoch(r, t));
 }
 
 CK_RV p11_op_init_obj(p11_op *op, p11_token *t, p11_op_kind kind, CK_MECHANISM *mech,
                       CK_OBJECT_HANDLE o, const char *name)
 {
-    return init_obj(op, t, NULL, kind, mech, o, name, atomic_load(&t->epoch));
+    p11_recovery r = P11_RECOVERY_INIT;
+    CK_RV rv;
+
+    do
+        rv = p11_op_init_obj_once(op, t, kind, mech, o, name, &r);
+    while (p11_recover(&r, t, &op->lease, rv) == P11_RETRY);
+    return rv;
 }
 
 CK_RV p11_op_digest_init(p11_op *op, p11_token *t, CK_MECHANISM *mech)
@@ -111,36 +104,39 @@ CK_RV p11_op_digest_init(p11_op *op, p11_token *t, CK_MECHANISM *mech)
     return p11_op_init_obj(op, t, P11_DIGEST, mech, CK_INVALID_HANDLE, t->label);
 }
 
-CK_RV p11_op_init(p11_op *op, p11_key *k, p11_op_kind kind, CK_MECHANISM *mech)
+CK_RV p11_op_init_key_once(p11_op *op, p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
+                           p11_recovery *r)
 {
     int priv = kind == P11_SIGN || kind == P11_DECRYPT;
+    CK_RV rv;
 
-    for (int retried = 0;; retried++) {
-        CK_OBJECT_HANDLE o;
-        unsigned epoch;
-        CK_RV rv = p11_key_current(k);
-
-        if (rv != CKR_OK)
-            return rv;
-        epoch = atomic_load(&k->epoch);
-        o = priv ? p11_key_private_handle(k) : k->pub;
-        if (o == CK_INVALID_HANDLE)
-            return p11_fail(CKR_KEY_HANDLE_INVALID, init_names[kind],
-                            "%s has no %s key object on the token", k->name,
-                            priv ? "private" : "public");
-        rv = init_obj(op, k->tok, k, kind, mech, o, k->name, epoch);
-        if ((rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID ||
-             rv == CKR_KEY_FUNCTION_NOT_PERMITTED || rv == CKR_KEY_TYPE_INCONSISTENT) &&
-            retried < 3) {
-            /* The key copy died with its session (session loss, logout,
-             * token removal), or the token renumbered its objects: find
-             * them again, once, as p11_oneshot does. */
-            p11_key_handle_failed(k, o);
-            p11_failure_clear();
-            continue;
-        }
+    p11_recovery_start(r, k->tok);
+    rv = p11_key_current(k);
+    r->stale = p11_key_stale;
+    r->obj = k;
+    /* Not found again: the search may have met a further loss (the token
+     * forgot the login while we searched), so it is worth another look;
+     * the budget decides whether it gets one. */
+    r->h = priv ? k->priv : k->pub;
+    if (rv != CKR_OK)
         return rv;
-    }
+    r->h = priv ? p11_key_private_handle(k) : k->pub;
+    if (r->h == CK_INVALID_HANDLE)
+        return p11_fail(CKR_KEY_HANDLE_INVALID, init_names[kind],
+                        "%s has no %s key object on the token", k->name,
+                        priv ? "private" : "public");
+    return init_once(op, k->tok, k, kind, mech, r->h, k->name, atomic_load(&k->epoch));
+}
+
+CK_RV p11_op_init(p11_op *op, p11_key *k, p11_op_kind kind, CK_MECHANISM *mech)
+{
+    p11_recovery r = P11_RECOVERY_INIT;
+    CK_RV rv;
+
+    do
+        rv = p11_op_init_key_once(op, k, kind, mech, &r);
+    while (p11_recover(&r, k->tok, &op->lease, rv) == P11_RETRY);
+    return rv;
 }
 
 static CK_RV op_failed(p11_op *op, CK_RV rv, const char *call)

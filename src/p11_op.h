@@ -10,6 +10,7 @@
 #define P11_OP_H
 
 #include "p11_crypt.h"
+#include "p11_recover.h"
 
 typedef struct p11_op {
     p11_lease lease;
@@ -32,13 +33,17 @@ CK_RV p11_op_init(p11_op *op, p11_key *k, p11_op_kind kind, CK_MECHANISM *mech);
  * outlives C_DigestFinal so that the digest can be signed on the same
  * session (tokens with a raw signature mechanism but no combined one). */
 CK_RV p11_op_digest_init(p11_op *op, p11_token *t, CK_MECHANISM *mech);
-/* C_DigestInit on a leased session of t. With op->keep set, the lease
- * outlives C_DigestFinal so that the digest can be signed on the same
- * session (tokens with a raw signature mechanism but no combined one). */
-CK_RV p11_op_digest_init(p11_op *op, p11_token *t, CK_MECHANISM *mech);
 /* Same with a raw object handle on token t (secret keys made for ciphers). */
 CK_RV p11_op_init_obj(p11_op *op, p11_token *t, p11_op_kind kind, CK_MECHANISM *mech,
                       CK_OBJECT_HANDLE o, const char *name);
+/* One attempt of p11_op_init / p11_op_init_obj, for a caller's own
+ * p11_recover loop (p11_oneshot, secret keys): tells r which handle it used
+ * (and, for a key, how to find it again); on failure the lease is left to
+ * p11_recover, which gives it back. */
+CK_RV p11_op_init_key_once(p11_op *op, p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
+                           p11_recovery *r);
+CK_RV p11_op_init_obj_once(p11_op *op, p11_token *t, p11_op_kind kind, CK_MECHANISM *mech,
+                           CK_OBJECT_HANDLE o, const char *name, p11_recovery *r);
 /* C_<kind>Update. SIGN/VERIFY: out may be NULL. On error the operation has
  * ended and the lease is released. */
 CK_RV p11_op_update(p11_op *op, const unsigned char *in, CK_ULONG inlen,

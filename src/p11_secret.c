@@ -45,18 +45,10 @@ static CK_RV make_value_object(p11_secret *s, CK_OBJECT_HANDLE *h, unsigned *gen
         {CKA_DECRYPT, &yes, sizeof(yes)},   {CKA_LABEL, (void *)label, sizeof(label) - 1},
         {CKA_PRIVATE, &no, sizeof(no)},     {CKA_VALUE, s->value, s->len},
     };
-    CK_RV rv;
 
-    for (int tries = 0;; tries++) {
-        rv =
-            p11_token_create_object(s->tok, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), h, gen);
-        /* All sessions closed (token reset, session loss): the token forgot
-         * the login, and a private object needs it. */
-        if (rv == CKR_USER_NOT_LOGGED_IN && tries == 0 &&
-            p11_token_relogin(s->tok) == CKR_OK)
-            continue;
-        return rv;
-    }
+    /* After all sessions closed (token reset, session loss) the token may
+     * want the login back first: make_object recovers that. */
+    return p11_token_create_object(s->tok, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), h, gen);
 }
 
 CK_RV p11_secret_import(p11_token *t, CK_KEY_TYPE type, const unsigned char *v,
@@ -269,29 +261,34 @@ static CK_RV current(p11_secret *s, CK_OBJECT_HANDLE *h)
     return CKR_OK;
 }
 
+/* A p11_recovery stale callback: the object died with its session (session
+ * loss, token reset) although the module generation is the same: make or
+ * find it again, unless another thread already did. */
+static int secret_stale(void *obj, CK_OBJECT_HANDLE h)
+{
+    p11_secret *s = obj;
+
+    pthread_mutex_lock(&s->lock);
+    if (s->h == h)
+        s->gen = 0;
+    pthread_mutex_unlock(&s->lock);
+    return 1;
+}
+
 CK_RV p11_secret_op_init(p11_op *op, p11_secret *s, p11_op_kind kind, CK_MECHANISM *mech)
 {
-    for (int tries = 0;; tries++) {
-        CK_OBJECT_HANDLE h;
-        CK_RV rv = current(s, &h);
+    p11_recovery r = P11_RECOVERY_INIT;
+    CK_OBJECT_HANDLE h;
+    CK_RV rv;
 
-        if (rv != CKR_OK)
-            return rv;
-        rv = p11_op_init_obj(op, s->tok, kind, mech, h, s->name);
-        if (tries == 0 &&
-            (rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID)) {
-            /* The object died with its session (session loss, token reset)
-             * although the module generation is the same: make or find it
-             * again, once. */
-            pthread_mutex_lock(&s->lock);
-            if (s->h == h)
-                s->gen = 0;
-            pthread_mutex_unlock(&s->lock);
-            p11_failure_clear();
-            continue;
-        }
-        return rv;
-    }
+    r.stale = secret_stale;
+    r.obj = s;
+    do {
+        rv = current(s, &h);
+        if (rv == CKR_OK)
+            rv = p11_op_init_obj_once(op, s->tok, kind, mech, h, s->name, &r);
+    } while (p11_recover(&r, s->tok, &op->lease, rv) == P11_RETRY);
+    return rv;
 }
 
 CK_RV p11_secret_op_dup(p11_op *dst, p11_op *src, p11_secret *s)

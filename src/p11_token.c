@@ -2,6 +2,7 @@
 
 #include "p11_failure.h"
 #include "p11_names.h"
+#include "p11_recover.h"
 #include "p11_secmem.h"
 
 #include <openssl/crypto.h>
@@ -306,6 +307,7 @@ static int pin_equal(const char *a, size_t alen, const char *b, size_t blen)
 /* Called with login_lock held. */
 static CK_RV do_login(p11_token *t, const char *pin, size_t len)
 {
+    p11_recovery r = P11_RECOVERY_INIT;
     p11_lease l = P11_LEASE_INIT;
     CK_RV rv;
 
@@ -314,22 +316,16 @@ static CK_RV do_login(p11_token *t, const char *pin, size_t len)
                         "token \"%s\" already rejected this PIN; it is not offered "
                         "again, so that the token does not lock",
                         t->label);
-    for (int tries = 0;; tries++) {
+    /* A lost session is recovered; nothing else: the login is what is
+     * being redone (and login_lock is held). */
+    r.allow = P11_ALLOW(P11_ACT_SESSION);
+    do {
         rv = p11_lease_acquire(t->pool, &l);
-        if (rv != CKR_OK)
-            return rv;
-        rv = P11_CALL(t->m, C_Login, l.h, CKU_USER, (CK_UTF8CHAR *)pin, (CK_ULONG)len);
-        if ((rv != CKR_SESSION_HANDLE_INVALID && rv != CKR_SESSION_CLOSED) || tries > 0) {
-            p11_lease_release(&l);
-            break;
-        }
-        /* The token lost our sessions (again): a new epoch, fresh
-         * sessions, and one more try. The login itself is being redone,
-         * so p11_token_lost(), which takes login_lock, is not needed. */
-        atomic_fetch_add(&t->epoch, 1);
-        p11_pool_invalidate(t->pool);
-        p11_lease_discard(&l);
-    }
+        if (rv == CKR_OK)
+            rv =
+                P11_CALL(t->m, C_Login, l.h, CKU_USER, (CK_UTF8CHAR *)pin, (CK_ULONG)len);
+    } while (p11_recover(&r, t, &l, rv) == P11_RETRY);
+    p11_lease_release(&l);
     if (rv == CKR_USER_ALREADY_LOGGED_IN)
         rv = CKR_OK;
     if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED || rv == CKR_PIN_LEN_RANGE)
@@ -464,33 +460,35 @@ static CK_RV make_object(p11_token *t, CK_OBJECT_HANDLE src, CK_ATTRIBUTE *tmpl,
                          CK_ULONG n, CK_OBJECT_HANDLE *out, unsigned *gen)
 {
     const char *call = src == CK_INVALID_HANDLE ? "C_CreateObject" : "C_CopyObject";
+    p11_recovery r = P11_RECOVERY_INIT;
     CK_RV rv;
 
     rv = p11_module_ready(t->m);
     if (rv != CKR_OK)
         return rv;
-    pthread_mutex_lock(&t->obj_lock);
-    for (int tries = 0; tries < 2; tries++) {
-        rv = object_session(t, gen);
-        if (rv != CKR_OK)
-            break;
-        if (src == CK_INVALID_HANDLE)
-            rv = P11_CALL(t->m, C_CreateObject, t->obj_session, tmpl, n, out);
-        else
-            rv = P11_CALL(t->m, C_CopyObject, t->obj_session, src, tmpl, n, out);
-        if (rv != CKR_SESSION_HANDLE_INVALID && rv != CKR_SESSION_CLOSED)
-            break;
-        /* The token lost our sessions: a new epoch, and a new object
-         * session. A copy is not retried: its source handle is of the old
-         * epoch and may now name another object; the caller finds it again. */
-        t->obj_session_gen = 0;
-        pthread_mutex_unlock(&t->obj_lock);
-        p11_token_lost(t, 1);
+    /* A copy is not retried after a loss: its source handle is of the old
+     * epoch and may now name another object; the caller finds it again. A
+     * cipher key made from raw bytes is made again after a lost session, and
+     * after a lost login (all sessions closed: the token wants the login
+     * back before it makes objects). */
+    r.allow = src == CK_INVALID_HANDLE
+                  ? P11_ALLOW(P11_ACT_SESSION) | P11_ALLOW(P11_ACT_LOGIN)
+                  : 0;
+    do {
         pthread_mutex_lock(&t->obj_lock);
-        if (src != CK_INVALID_HANDLE)
-            break;
-    }
-    pthread_mutex_unlock(&t->obj_lock);
+        rv = object_session(t, gen);
+        if (rv == CKR_OK) {
+            if (src == CK_INVALID_HANDLE)
+                rv = P11_CALL(t->m, C_CreateObject, t->obj_session, tmpl, n, out);
+            else
+                rv = P11_CALL(t->m, C_CopyObject, t->obj_session, src, tmpl, n, out);
+            if (p11_recover_classify(rv) == P11_ACT_SESSION)
+                t->obj_session_gen = 0; /* dead: not closed, a new one opened */
+        }
+        /* Not held while recovering: p11_token_lost takes the pool's lock,
+         * and a login leases a pool session. */
+        pthread_mutex_unlock(&t->obj_lock);
+    } while (p11_recover(&r, t, NULL, rv) == P11_RETRY);
     if (rv != CKR_OK)
         rv = p11_fail(rv, call, "token \"%s\"", t->label);
     return rv;

@@ -1,0 +1,168 @@
+#include "p11_recover.h"
+
+#include "p11_failure.h"
+
+#include <string.h>
+
+p11_action p11_recover_classify(CK_RV rv)
+{
+    switch (rv) {
+    case CKR_SESSION_HANDLE_INVALID:
+    case CKR_SESSION_CLOSED:
+        /* Sessions seldom die alone: all of them are reopened before use. */
+        return P11_ACT_SESSION;
+    case CKR_USER_NOT_LOGGED_IN:
+        return P11_ACT_LOGIN;
+    case CKR_OBJECT_HANDLE_INVALID:
+    case CKR_KEY_HANDLE_INVALID:
+    case CKR_KEY_FUNCTION_NOT_PERMITTED:
+    case CKR_KEY_TYPE_INCONSISTENT:
+        /* A handle of ours that is invalid, or names a key unfit for this, is
+         * most likely stale: the token renumbered its objects. */
+        return P11_ACT_OBJECT;
+    case CKR_DEVICE_REMOVED:
+    case CKR_TOKEN_NOT_PRESENT:
+    case CKR_DEVICE_ERROR:
+        return P11_ACT_TOKEN_GONE;
+    /* A new kind of failure is one more case here, and if it needs a new
+     * remedy (say a lost connection to a remote token, mended by
+     * re-initialising the module), one more p11_action, its repair in
+     * p11_recover() and its bit in P11_ALLOW_ALL. Nothing else changes. */
+    default:
+        /* CKR_OK, CKR_PIN_INCORRECT (never retried: repeats lock tokens),
+         * and any other error, vendor codes included: the answer stands. */
+        return P11_ACT_NONE;
+    }
+}
+
+int p11_recover_discards_session(CK_RV rv)
+{
+    switch (rv) {
+    case CKR_SESSION_HANDLE_INVALID:
+    case CKR_SESSION_CLOSED:
+    case CKR_DEVICE_REMOVED:
+    case CKR_TOKEN_NOT_PRESENT:
+    case CKR_DEVICE_ERROR:
+    /* The operation is still active on the session (after a short buffer,
+     * when the module lacks the step after the init, or never expected: an
+     * operation that went back to the pool running): closing the session is
+     * the one sure way to end it. */
+    case CKR_BUFFER_TOO_SMALL:
+    case CKR_FUNCTION_NOT_SUPPORTED:
+    case CKR_OPERATION_ACTIVE:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+p11_next p11_recover_plan(p11_recovery *r, CK_RV rv, unsigned epoch, p11_action *act)
+{
+    p11_action a = p11_recover_classify(rv);
+
+    *act = a;
+    if (a == P11_ACT_NONE || a == P11_ACT_TOKEN_GONE)
+        return P11_DONE;
+    /* Each recovery once per loss. They chain: a lost session takes the
+     * login and the objects with it, so the retry meets
+     * CKR_USER_NOT_LOGGED_IN or CKR_OBJECT_HANDLE_INVALID next and recovers
+     * from that too. A further loss (a new token epoch) earns a new round. */
+    if (!r->started) {
+        r->started = 1;
+        r->epoch = epoch;
+    } else if (epoch != r->epoch && r->rounds < P11_RECOVER_ROUNDS) {
+        r->rounds++;
+        r->epoch = epoch;
+        memset(r->spent, 0, sizeof(r->spent));
+    }
+    if (!(r->allow & P11_ALLOW(a)) || r->spent[a] ||
+        r->retries >= P11_RECOVER_MAX_RETRIES)
+        return P11_DONE;
+    r->spent[a] = 1;
+    r->retries++;
+    return P11_RETRY;
+}
+
+p11_next p11_recover(p11_recovery *r, p11_token *t, p11_lease *l, CK_RV rv)
+{
+    const p11_failure *f;
+    p11_failure saved;
+    p11_action a;
+    p11_next next;
+
+    if (rv == CKR_OK) {
+        /* The attempts before this one recorded failures that are no more. */
+        if (r->retries > 0)
+            p11_failure_clear();
+        return P11_DONE;
+    }
+    next = p11_recover_classify(rv) == P11_ACT_NONE
+               ? p11_recover_plan(r, rv, 0, &a)
+               : p11_recover_plan(r, rv, atomic_load(&t->epoch), &a);
+    /* The loss is declared before the session goes back, so that whoever
+     * takes it next sees the new epoch. */
+    switch (a) {
+    case P11_ACT_SESSION:
+    case P11_ACT_TOKEN_GONE:
+        p11_token_lost(t, 1);
+        break;
+    case P11_ACT_LOGIN:
+        /* Tokens may renumber private objects when the login goes. Only
+         * where the login is made again here: elsewhere (a key copy, C_Login
+         * itself) a new epoch would only churn, and whoever needs the login
+         * next meets CKR_USER_NOT_LOGGED_IN and recovers it. */
+        if (r->allow & P11_ALLOW(P11_ACT_LOGIN))
+            p11_token_lost(t, 0);
+        break;
+    case P11_ACT_OBJECT:
+    case P11_ACT_NONE:
+    case P11_ACT_COUNT:
+        break;
+    }
+    if (l != NULL) {
+        if (p11_recover_discards_session(rv))
+            p11_lease_discard(l);
+        else
+            p11_lease_release(l);
+    }
+    if (next != P11_RETRY)
+        return P11_DONE;
+    /* The repair a retry needs. If it fails, the step's failure stands. */
+    f = p11_last_failure();
+    if (f != NULL)
+        saved = *f;
+    switch (a) {
+    case P11_ACT_LOGIN:
+        if (p11_token_relogin(t) != CKR_OK)
+            next = P11_DONE;
+        break;
+    case P11_ACT_OBJECT:
+        if (r->stale == NULL || !r->stale(r->obj, r->h))
+            next = P11_DONE;
+        else
+            r->obj_epoch_set = 0;
+        break;
+    default:
+        break;
+    }
+    if (next != P11_RETRY)
+        p11_failure_restore(f != NULL ? &saved : NULL);
+    return next;
+}
+
+void p11_recovery_start(p11_recovery *r, p11_token *t)
+{
+    if (!r->started) {
+        r->started = 1;
+        r->epoch = atomic_load(&t->epoch);
+    }
+}
+
+unsigned p11_recovery_epoch(p11_recovery *r, p11_token *t)
+{
+    if (!r->obj_epoch_set) {
+        r->obj_epoch = atomic_load(&t->epoch);
+        r->obj_epoch_set = 1;
+    }
+    return r->obj_epoch;
+}
