@@ -2,6 +2,7 @@
 
 #include "p11_failure.h"
 #include "p11_names.h"
+#include "p11_recover.h"
 
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -144,18 +145,22 @@ static CK_RV op_failed(p11_op *op, CK_RV rv, const char *call)
     /* Any error but CKR_BUFFER_TOO_SMALL ended the operation (PKCS#11 §5.2).
      * A step the module lacks was never called: the operation is still
      * active, and only closing the session surely ends it. */
-    if (rv == CKR_BUFFER_TOO_SMALL)
-        p11_op_abort(op);
-    else if (rv == CKR_FUNCTION_NOT_SUPPORTED) {
-        p11_lease_discard(&op->lease);
-        op->active = 0;
-    } else if (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED ||
-               rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT) {
+    p11_action act = p11_recover_classify(rv);
+
+    if (rv == CKR_BUFFER_TOO_SMALL) {
+        p11_op_abort(op); /* still active: cancel it as for any abandoned one */
+    } else if (act == P11_ACT_SESSION || act == P11_ACT_TOKEN_GONE) {
+        /* No retry mid-stream (the data given so far is gone with the
+         * session), but the loss is declared as the policy would. */
         p11_token_lost(op->tok, 1);
         p11_lease_discard(&op->lease);
         op->active = 0;
-    } else
+    } else if (p11_recover_discards_session(rv)) {
+        p11_lease_discard(&op->lease);
+        op->active = 0;
+    } else {
         done(op);
+    }
     /* As in p11_oneshot: the key was found deleted while this ran. */
     if (op->key != NULL && atomic_load(&op->key->gone))
         return p11_key_fail_gone(op->key);
