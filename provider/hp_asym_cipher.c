@@ -31,7 +31,7 @@
 #include "hp_provider.h"
 
 #include "hp_digest.h"
-#include "p11_crypt.h"
+#include "p11_op.h"
 #include "p11_failure.h"
 #include "p11_names.h"
 

@@ -5,7 +5,7 @@
  * EVP_DigestSign, as OpenSSL's own Ed25519 requires). */
 #include "hp_provider.h"
 
-#include "p11_crypt.h"
+#include "p11_op.h"
 
 #include <openssl/core_names.h>
 #include <openssl/params.h>

@@ -81,4 +81,16 @@ CK_RV p11_op_digest_then_init(p11_op *op, p11_key *k, CK_MECHANISM *digest);
 CK_RV p11_op_digest_then_step(p11_op *op, p11_key *k, p11_op_kind kind, CK_MECHANISM *raw,
                               unsigned char *h, CK_ULONG *hlen);
 
+/* One-shot operations with a key (sign, verify, encrypt, decrypt): each
+ * leases a session for exactly one Init + one call (DESIGN §2.2), so the
+ * steady-state cost of a signature is C_SignInit and C_Sign, nothing more.
+ * A session, login or key handle the token lost is recovered as p11_recover()
+ * decides. SIGN/ENCRYPT/DECRYPT: in → out, *outlen is the capacity on entry
+ * and the length on return (out must be large enough: the caller knows the
+ * size). VERIFY: in is the data, out and outlen the signature; returns
+ * CKR_SIGNATURE_INVALID (no failure recorded) for a bad signature. */
+CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
+                  const unsigned char *in, CK_ULONG inlen, unsigned char *out,
+                  CK_ULONG *outlen);
+
 #endif
