@@ -133,7 +133,7 @@ p11_next p11_recover(p11_recovery *r, p11_token *t, p11_lease *l, CK_RV rv)
         saved = *f;
     switch (a) {
     case P11_ACT_LOGIN:
-        if (p11_token_relogin(t) != CKR_OK)
+        if (r->relogin == NULL || r->relogin(t) != CKR_OK)
             next = P11_DONE;
         break;
     case P11_ACT_OBJECT:

@@ -56,6 +56,10 @@ typedef struct p11_recovery {
      * attempt finds or makes it again. Returns 0 when that cannot help (the
      * key was deleted, there was no handle): then the call gives up. */
     int (*stale)(void *obj, CK_OBJECT_HANDLE h);
+    /* How to log in again (P11_ACT_LOGIN): p11_token_relogin, set by
+     * P11_RECOVERY_INIT. A repair handed in, like stale, so that the policy
+     * does not depend on the token calls that themselves use it. */
+    CK_RV (*relogin)(p11_token *t);
     void *obj;
     CK_OBJECT_HANDLE h; /* the handle the last attempt used (set by the step) */
     /* The token epoch the object handle is known good in (p11_recovery_epoch). */
@@ -69,7 +73,7 @@ typedef struct p11_recovery {
 
 #define P11_RECOVERY_INIT                                                                \
     {                                                                                    \
-        .allow = P11_ALLOW_ALL, .h = CK_INVALID_HANDLE                                   \
+        .allow = P11_ALLOW_ALL, .h = CK_INVALID_HANDLE, .relogin = p11_token_relogin     \
     }
 
 /* Which recovery rv calls for. The one switch of the policy. */
