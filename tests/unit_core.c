@@ -4,6 +4,7 @@
  *   unit_core CASE
  */
 #include "p11_failure.h"
+#include "unit_check.h"
 #include "p11_names.h"
 #include "p11_secmem.h"
 
@@ -11,18 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int fails;
-
-#define CHECK(cond, ...)                                                                 \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fails++;                                                                     \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                         \
-            fprintf(stderr, __VA_ARGS__);                                                \
-            fputc('\n', stderr);                                                         \
-        }                                                                                \
-    } while (0)
 
 static void names(void)
 {
@@ -131,31 +120,12 @@ static void secmem(void)
     p11_secmem_free(p);
 }
 
-static const struct {
-    const char *name;
-    void (*fn)(void);
-} cases[] = {
+static const unit_case cases[] = {
     {"names", names}, {"ours", ours},     {"escaping", escaping},
     {"note", note},   {"secmem", secmem},
 };
 
 int main(int argc, char **argv)
 {
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        if (argc > 1 && strcmp(argv[1], cases[i].name) != 0)
-            continue;
-        cases[i].fn();
-        if (fails != 0) {
-            fprintf(stderr, "unit_core %s: %d failures\n", cases[i].name, fails);
-            return 1;
-        }
-        printf("PASS: unit_core %s\n", cases[i].name);
-        if (argc > 1)
-            return 0;
-    }
-    if (argc > 1) {
-        fprintf(stderr, "unknown case %s\n", argv[1]);
-        return 2;
-    }
-    return 0;
+    return unit_run("unit_core", cases, sizeof(cases) / sizeof(cases[0]), argc, argv);
 }

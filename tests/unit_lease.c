@@ -5,6 +5,7 @@
  *   unit_lease CASE
  */
 #include "p11_failure.h"
+#include "unit_check.h"
 #include "p11_lease.h"
 #include "p11_module.h"
 #include "p11_names.h"
@@ -63,18 +64,6 @@ static p11_pool *make_pool(unsigned size, unsigned timeout_ms)
     atomic_store(&fake_module.ready_fork_gen, p11_fork_generation());
     return p11_pool_new(&owner, size, timeout_ms);
 }
-
-static int fails;
-
-#define CHECK(cond, ...)                                                                 \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fails++;                                                                     \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                         \
-            fprintf(stderr, __VA_ARGS__);                                                \
-            fputc('\n', stderr);                                                         \
-        }                                                                                \
-    } while (0)
 
 static double now_ms(void)
 {
@@ -368,10 +357,7 @@ static void exclusive(void)
     p11_pool_free(p);
 }
 
-static const struct {
-    const char *name;
-    void (*fn)(void);
-} cases[] = {
+static const unit_case cases[] = {
     {"reuse", reuse},
     {"self_deadlock", self_deadlock},
     {"handoff", handoff},
@@ -388,21 +374,5 @@ static const struct {
 
 int main(int argc, char **argv)
 {
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        if (argc > 1 && strcmp(argv[1], cases[i].name) != 0)
-            continue;
-        cases[i].fn();
-        if (fails != 0) {
-            fprintf(stderr, "unit_lease %s: %d failures\n", cases[i].name, fails);
-            return 1;
-        }
-        printf("PASS: unit_lease %s\n", cases[i].name);
-        if (argc > 1)
-            return 0;
-    }
-    if (argc > 1) {
-        fprintf(stderr, "unknown case %s\n", argv[1]);
-        return 2;
-    }
-    return 0;
+    return unit_run("unit_lease", cases, sizeof(cases) / sizeof(cases[0]), argc, argv);
 }

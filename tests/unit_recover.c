@@ -9,22 +9,11 @@
 #include "p11_failure.h"
 #include "p11_names.h"
 #include "p11_recover.h"
+#include "unit_check.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int failures;
-
-#define CHECK(cond, ...)                                                                 \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            failures++;                                                                  \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                         \
-            fprintf(stderr, __VA_ARGS__);                                                \
-            fputc('\n', stderr);                                                         \
-        }                                                                                \
-    } while (0)
 
 static p11_module mod;
 static p11_token tok;
@@ -294,7 +283,7 @@ static void final(void)
           "a sound session discarded");
 }
 
-/* CKR_OK: done; the failures of the attempts before a successful retry are
+/* CKR_OK: done; the unit_failures of the attempts before a successful retry are
  * cleared, and only then. */
 static void ok(void)
 {
@@ -392,7 +381,7 @@ int main(int argc, char **argv)
     }
     if (tok.pool != NULL)
         p11_pool_free(tok.pool);
-    if (failures == 0)
+    if (unit_failures == 0)
         printf("unit_recover %s: all checks passed\n", argc < 2 ? "(all)" : argv[1]);
-    return failures != 0;
+    return unit_failures != 0;
 }

@@ -3,22 +3,11 @@
 #include "p11_failure.h"
 #include "p11_names.h"
 #include "p11_uri.h"
+#include "unit_check.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int failures;
-
-#define CHECK(cond, ...)                                                                 \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            failures++;                                                                  \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                         \
-            fprintf(stderr, __VA_ARGS__);                                                \
-            fputc('\n', stderr);                                                         \
-        }                                                                                \
-    } while (0)
 
 /* Parses text; expects success and the given shown form. */
 static void parses_as(const char *text, const char *shown, const char *pin)
@@ -188,8 +177,8 @@ int main(void)
     formatting();
     escaping();
 
-    if (failures != 0) {
-        fprintf(stderr, "%d failures\n", failures);
+    if (unit_failures != 0) {
+        fprintf(stderr, "%d unit_failures\n", unit_failures);
         return 1;
     }
     printf("PASS: unit_uri\n");
