@@ -163,6 +163,8 @@ extern const OSSL_DISPATCH hp_rsa_spki_der_encoder_functions[];
 extern const OSSL_DISPATCH hp_rsa_spki_pem_encoder_functions[];
 extern const OSSL_DISPATCH hp_ec_spki_der_encoder_functions[];
 extern const OSSL_DISPATCH hp_ec_spki_pem_encoder_functions[];
-extern const OSSL_DISPATCH hp_private_key_encoder_functions[];
+extern const OSSL_DISPATCH hp_private_key_der_encoder_functions[];
+extern const OSSL_DISPATCH hp_private_key_pem_encoder_functions[];
+extern const OSSL_DISPATCH hp_private_key_encrypted_encoder_functions[];
 
 #endif
