@@ -260,7 +260,7 @@ static int set_group(gen_ctx *g, const OSSL_PARAM *p)
                            : NULL;
     if (grp == NULL) {
         hp_raise(g->pctx, HP_R_BAD_PARAM,
-                 "the curve given (ec_paramgen_curve, group) is no named curve known to "
+                 "the curve given (ec_paramgen_curve, group) is not a named curve known to "
                  "OpenSSL; for example P-256, P-384 or P-521");
         return 0;
     }
