@@ -259,9 +259,10 @@ static int set_group(gen_ctx *g, const OSSL_PARAM *p)
     grp = nid != NID_undef ? EC_GROUP_new_by_curve_name_ex(g->pctx->libctx, NULL, nid)
                            : NULL;
     if (grp == NULL) {
-        hp_raise(g->pctx, HP_R_BAD_PARAM,
-                 "the curve given (ec_paramgen_curve, group) is not a named curve known to "
-                 "OpenSSL; for example P-256, P-384 or P-521");
+        hp_raise(
+            g->pctx, HP_R_BAD_PARAM,
+            "the curve given (ec_paramgen_curve, group) is not a named curve known to "
+            "OpenSSL; for example P-256, P-384 or P-521");
         return 0;
     }
     EC_GROUP_free(grp);
