@@ -88,6 +88,10 @@ rsa_bits)
     unchanged
     ;;
 several_tokens)
+    hp_step "one initialised token (beside SoftHSM2's empty one): no token= is needed"
+    hp_ok openssl genpkey -propquery provider=hsmprov -algorithm EC \
+        -pkeyopt ec_paramgen_curve:P-256 -pkeyopt "pkcs11_uri:pkcs11:object=solo"
+    [ "$(snapshot demo | grep -c 'label: *solo')" -eq 2 ] || hp_fail "no key pair solo in token demo"
     hp_step "a second token, and a URI without token="
     env -u OPENSSL_CONF softhsm2-util --init-token --free --label other --so-pin "$HP_SO_PIN" \
         --pin "$HP_PIN" >/dev/null
