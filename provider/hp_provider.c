@@ -82,6 +82,10 @@ static const OSSL_ALGORITHM encoder_algs[] = {
     {EC_NAMES, SPKI_PEM, hp_ec_spki_pem_encoder_functions, NULL},
     {ED25519_NAMES, SPKI_DER, hp_ed25519_spki_der_encoder_functions, NULL},
     {ED25519_NAMES, SPKI_PEM, hp_ed25519_spki_pem_encoder_functions, NULL},
+    {RSA_NAMES, HP_PROPS ",output=text", hp_text_encoder_functions, NULL},
+    {RSAPSS_NAMES, HP_PROPS ",output=text", hp_text_encoder_functions, NULL},
+    {EC_NAMES, HP_PROPS ",output=text", hp_text_encoder_functions, NULL},
+    {ED25519_NAMES, HP_PROPS ",output=text", hp_text_encoder_functions, NULL},
     /* Private key output of any of our keys: a key file holding its URI. */
     PRIV_ENCODERS(RSA_NAMES),
     PRIV_ENCODERS(RSAPSS_NAMES),
