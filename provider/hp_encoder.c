@@ -48,7 +48,7 @@ static int enc_does_selection(void *vctx, int selection)
     return (selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY) != 0;
 }
 
-static int write_all(hp_provctx *pctx, OSSL_CORE_BIO *out, const void *data, size_t len)
+int hp_core_write(hp_provctx *pctx, OSSL_CORE_BIO *out, const void *data, size_t len)
 {
     size_t written = 0;
 
@@ -80,14 +80,14 @@ static int encode(void *vctx, OSSL_CORE_BIO *out, const void *obj, int selection
 
         if (mem != NULL && PEM_write_bio_PUBKEY(mem, pkey)) {
             len = BIO_get_mem_data(mem, &data);
-            ok = len > 0 && write_all(pctx, out, data, (size_t)len);
+            ok = len > 0 && hp_core_write(pctx, out, data, (size_t)len);
         }
         BIO_free(mem);
     } else {
         unsigned char *der = NULL;
         int len = i2d_PUBKEY(pkey, &der);
 
-        ok = len > 0 && write_all(pctx, out, der, (size_t)len);
+        ok = len > 0 && hp_core_write(pctx, out, der, (size_t)len);
         OPENSSL_free(der);
     }
     EVP_PKEY_free(pkey);
@@ -207,7 +207,7 @@ static int encode_priv(void *vctx, OSSL_CORE_BIO *out, const void *obj_raw, int 
 
         if (mem != NULL && hp_uri_file_pem(mem, uri)) {
             len = BIO_get_mem_data(mem, &data);
-            ok = len > 0 && write_all(c->pctx, out, data, (size_t)len);
+            ok = len > 0 && hp_core_write(c->pctx, out, data, (size_t)len);
         }
         BIO_free(mem);
     } else {
@@ -215,7 +215,7 @@ static int encode_priv(void *vctx, OSSL_CORE_BIO *out, const void *obj_raw, int 
         size_t len;
 
         if (hp_uri_file_der(uri, &der, &len)) {
-            ok = write_all(c->pctx, out, der, len);
+            ok = hp_core_write(c->pctx, out, der, len);
             OPENSSL_free(der);
         }
     }

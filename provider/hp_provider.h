@@ -144,6 +144,9 @@ OSSL_FUNC_keymgmt_gen_settable_params_fn hp_km_rsa_gen_settable, hp_km_ec_gen_se
 OSSL_FUNC_keymgmt_gen_fn hp_km_gen;
 OSSL_FUNC_keymgmt_gen_cleanup_fn hp_km_gen_cleanup;
 
+/* Writes all of data to a core BIO (hp_encoder.c). */
+int hp_core_write(hp_provctx *pctx, OSSL_CORE_BIO *out, const void *data, size_t len);
+
 /* Algorithm tables of hp_cipher.c and hp_asym_cipher.c. */
 extern const OSSL_ALGORITHM hp_cipher_algs[];
 extern const OSSL_ALGORITHM hp_asym_cipher_algs[];
@@ -163,6 +166,11 @@ extern const OSSL_DISPATCH hp_rsa_spki_der_encoder_functions[];
 extern const OSSL_DISPATCH hp_rsa_spki_pem_encoder_functions[];
 extern const OSSL_DISPATCH hp_ec_spki_der_encoder_functions[];
 extern const OSSL_DISPATCH hp_ec_spki_pem_encoder_functions[];
+extern const OSSL_DISPATCH hp_urifile_pem_decoder_functions[];
+extern const OSSL_DISPATCH hp_rsa_urifile_decoder_functions[];
+extern const OSSL_DISPATCH hp_ec_urifile_decoder_functions[];
+extern const OSSL_DISPATCH hp_ed25519_urifile_decoder_functions[];
+extern const OSSL_DISPATCH hp_text_encoder_functions[];
 extern const OSSL_DISPATCH hp_private_key_der_encoder_functions[];
 extern const OSSL_DISPATCH hp_private_key_pem_encoder_functions[];
 extern const OSSL_DISPATCH hp_private_key_encrypted_encoder_functions[];
