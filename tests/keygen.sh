@@ -67,11 +67,18 @@ sign_verify() {
     hp_out_has "Signature Verified Successfully"
 }
 
-# The key file genpkey wrote holds the key's URI with label and id.
+# The key file genpkey wrote holds the key's URI with label and id, and
+# signs as the key (MD: the digest, none for Ed25519).
 check_key_file() {
-    local file=$1 label=$2
+    local file=$1 label=$2 md=${3:-} mdopt=()
+    [ -n "$md" ] && mdopt=(-digest "$md")
     head -1 "$file" | grep -qx -- '-----BEGIN PKCS#11 PROVIDER URI-----' ||
         hp_fail "$file is not a PKCS#11 PROVIDER URI file"
+    hp_ok openssl pkeyutl -sign -rawin "${mdopt[@]}" -inkey "$file" -in "$T/msg" \
+        -out "$T/$label.file.sig"
+    OPENSSL_CONF=/dev/null hp_ok openssl pkeyutl -verify -rawin "${mdopt[@]}" -pubin \
+        -inkey "$T/$label.pub.pem" -in "$T/msg" -sigfile "$T/$label.file.sig"
+    hp_out_has "Signature Verified Successfully"
     hp_ok openssl asn1parse -in "$file"
     hp_out_has "token=demo" "object=$label" "id=%" "type=private"
 }
@@ -82,9 +89,9 @@ rsa() {
     genpkey -algorithm RSA -pkeyopt "rsa_keygen_bits:$bits" \
         -pkeyopt "pkcs11_uri:pkcs11:token=demo;object=$label;id=%10%$((bits / 1024))0" \
         -out "$T/$label.pem"
-    check_key_file "$T/$label.pem" "$label"
     check_objects "$label" "decrypt, sign" "encrypt, verify"
     sign_verify "$label" sha256
+    check_key_file "$T/$label.pem" "$label" sha256
     OPENSSL_CONF=/dev/null hp_ok openssl pkey -pubin -in "$T/$label.pub.pem" -noout -text
     hp_out_has "Public-Key: ($bits bit)" "Exponent: 65537"
 }
@@ -95,9 +102,9 @@ ec() {
     hp_step "genpkey EC $curve"
     genpkey -algorithm EC -pkeyopt "ec_paramgen_curve:$curve" \
         -pkeyopt "pkcs11_uri:pkcs11:token=demo;object=$label" -out "$T/$label.pem"
-    check_key_file "$T/$label.pem" "$label"
     check_objects "$label" "sign, derive" "verify, derive"
     sign_verify "$label" "$md"
+    check_key_file "$T/$label.pem" "$label" "$md"
     OPENSSL_CONF=/dev/null hp_ok openssl pkey -pubin -in "$T/$label.pub.pem" -noout -text
     hp_out_has "NIST CURVE: $curve"
 }
@@ -119,9 +126,9 @@ ed25519)
     hp_step "genpkey ED25519"
     genpkey -algorithm ED25519 -pkeyopt "pkcs11_uri:pkcs11:token=demo;object=ed;id=%ed" \
         -out "$T/ed.pem"
-    check_key_file "$T/ed.pem" ed
     check_objects ed sign verify
     sign_verify ed
+    check_key_file "$T/ed.pem" ed
     OPENSSL_CONF=/dev/null hp_ok openssl pkey -pubin -in "$T/ed.pub.pem" -noout -text
     hp_out_has "ED25519 Public-Key"
     ;;
@@ -157,11 +164,16 @@ usage)
     sign_verify ec-sig sha256
     ;;
 id_chosen)
-    hp_step "a URI without id=: the id is chosen (16 random bytes) and reported in the key file"
+    hp_step "a URI without id=: the id is chosen (16 random bytes), reported by -text"
+    # -text writes where the key goes: after the PEM block, in the same file
     genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
-        -pkeyopt "pkcs11_uri:pkcs11:token=demo;object=web" -out "$T/web.pem"
-    check_key_file "$T/web.pem" web
+        -pkeyopt "pkcs11_uri:pkcs11:token=demo;object=web" -out "$T/web.pem" -text
+    cat "$T/web.pem"
+    shown=$(sed -n 's/^URI: *//p' "$T/web.pem")
+    hp_step "and in the key file"
+    hp_ok openssl asn1parse -in "$T/web.pem"
     uri=$(sed -n 's/.*UTF8STRING *://p' <<<"$HP_OUT")
+    [ -n "$uri" ] && [ "$uri" = "$shown" ] || hp_fail "-text showed '$shown', the file holds '$uri'"
     id=$(sed -n 's/.*;id=\([^;]*\).*/\1/p' <<<"$uri")
     hex=$(tr -d '%' <<<"$id" | tr 'A-F' 'a-f')
     [ "${#hex}" -eq 32 ] || hp_fail "the chosen id is not 16 bytes: $id"
