@@ -98,7 +98,7 @@ rsa() {
 
 ec() {
     local curve=$1 md=$2 label
-    label=ec-$(tr 'A-Z' 'a-z' <<<"${curve//-/}")
+    label=ec-$(tr '[:upper:]' '[:lower:]' <<<"${curve//-/}")
     hp_step "genpkey EC $curve"
     genpkey -algorithm EC -pkeyopt "ec_paramgen_curve:$curve" \
         -pkeyopt "pkcs11_uri:pkcs11:token=demo;object=$label" -out "$T/$label.pem"
@@ -173,7 +173,9 @@ id_chosen)
     hp_step "and in the key file"
     hp_ok openssl asn1parse -in "$T/web.pem"
     uri=$(sed -n 's/.*UTF8STRING *://p' <<<"$HP_OUT")
-    [ -n "$uri" ] && [ "$uri" = "$shown" ] || hp_fail "-text showed '$shown', the file holds '$uri'"
+    [ -n "$uri" ] || hp_fail "no URI in the key file"
+    [ "$uri" = "$shown" ] ||
+        hp_fail "-text showed '$shown', the file holds '$uri'"
     id=$(sed -n 's/.*;id=\([^;]*\).*/\1/p' <<<"$uri")
     hex=$(tr -d '%' <<<"$id" | tr 'A-F' 'a-f')
     [ "${#hex}" -eq 32 ] || hp_fail "the chosen id is not 16 bytes: $id"
