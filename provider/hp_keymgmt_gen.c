@@ -282,6 +282,7 @@ int hp_km_gen_set_params(void *genctx, const OSSL_PARAM params[])
 {
     gen_ctx *g = genctx;
     const OSSL_PARAM *p;
+    size_t primes;
 
     if (g == NULL)
         return 0;
@@ -301,6 +302,13 @@ int hp_km_gen_set_params(void *genctx, const OSSL_PARAM params[])
         if ((p = OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_RSA_E)) != NULL &&
             !set_rsa_e(g, p))
             return 0;
+        /* Refused rather than ignored: PKCS#11 makes two-prime keys only. */
+        if ((p = OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_RSA_PRIMES)) != NULL &&
+            (!OSSL_PARAM_get_size_t(p, &primes) || primes != 2)) {
+            hp_raise(g->pctx, HP_R_UNSUPPORTED,
+                     "the token makes RSA keys of two primes only (rsa_keygen_primes)");
+            return 0;
+        }
     }
     if (g->kind == HP_KEY_EC) {
         const char *enc;
@@ -332,6 +340,7 @@ const OSSL_PARAM *hp_km_rsa_gen_settable(void *genctx, void *provctx)
         COMMON_SETTABLE,
         OSSL_PARAM_size_t(OSSL_PKEY_PARAM_RSA_BITS, NULL),
         OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_E, NULL, 0),
+        OSSL_PARAM_size_t(OSSL_PKEY_PARAM_RSA_PRIMES, NULL),
         OSSL_PARAM_END,
     };
     return settable;

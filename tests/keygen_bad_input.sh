@@ -11,7 +11,7 @@
 #     label_exists    a label a key already has (also only as a public key)
 #     id_exists       an id a key already has
 #     usage           unknown usage word, usage the key type cannot have
-#     bad_params      even public exponent, malformed URI, type=cert, no curve,
+#     bad_params      even public exponent, three primes, malformed URI, type=cert, no curve,
 #                     explicit EC parameters, no PIN, unknown token
 #     token_fails     the token fails C_GenerateKeyPair (shim): its error named
 #     fails_after_made  the token made the pair, then a read of it fails (shim):
@@ -158,6 +158,9 @@ bad_params)
     hp_step "an even RSA public exponent"
     gen -algorithm RSA -pkeyopt rsa_keygen_pubexp:65536 -pkeyopt "$(ec_uri web)"
     hp_out_has "the RSA public exponent must be odd"
+    hp_step "three RSA primes"
+    gen -algorithm RSA -pkeyopt rsa_keygen_primes:3 -pkeyopt "$(ec_uri web)"
+    hp_out_has "the token makes RSA keys of two primes only"
     hp_step "a malformed URI"
     gen -algorithm RSA -pkeyopt "pkcs11_uri:pkcs11:token=demo;object=%zz"
     hp_out_has "malformed pkcs11 URI"
