@@ -156,5 +156,6 @@ extern const OSSL_DISPATCH hp_ec_spki_der_encoder_functions[];
 extern const OSSL_DISPATCH hp_ec_spki_pem_encoder_functions[];
 extern const OSSL_DISPATCH hp_private_key_encoder_functions[];
 extern const OSSL_DISPATCH hp_ecdh_exchange_functions[];
+extern const OSSL_DISPATCH hp_rand_functions[];
 
 #endif
