@@ -740,7 +740,13 @@ static const char *km_rsa_opname(int operation_id)
 
 static const char *km_ec_opname(int operation_id)
 {
-    return operation_id == OSSL_OP_SIGNATURE ? HP_OPNAME_ECDSA : "EC";
+    switch (operation_id) {
+    case OSSL_OP_SIGNATURE:
+        return HP_OPNAME_ECDSA;
+    case OSSL_OP_KEYEXCH:
+        return HP_OPNAME_ECDH;
+    }
+    return "EC";
 }
 
 #define KEYMGMT_COMMON(newfn, types, gettable)                                           \

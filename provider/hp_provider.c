@@ -52,6 +52,22 @@ static const OSSL_ALGORITHM signature_algs[] = {
     {NULL, NULL, NULL, NULL},
 };
 
+/* Our EC keys ask for HSMPROV-ECDH (hp_keymgmt.c); software keys ask for
+ * the default provider's ECDH and never reach hsmprov's (hp_exchange.c). */
+static const OSSL_ALGORITHM exchange_algs[] = {
+    {"ECDH", HP_PROPS, hp_ecdh_exchange_functions, "ECDH in the token"},
+    {HP_OPNAME_ECDH, HP_PROPS, hp_ecdh_exchange_functions, "ECDH in the token"},
+    {NULL, NULL, NULL, NULL},
+};
+
+/* PKCS11-RAND: the name of the peer provider's generator, so that its
+ * [random_sect] snippet works as is. */
+static const OSSL_ALGORITHM rand_algs[] = {
+    {"PKCS11-RAND:HSMPROV-RAND", HP_PROPS, hp_rand_functions,
+     "the token's random number generator (C_GenerateRandom)"},
+    {NULL, NULL, NULL, NULL},
+};
+
 static const OSSL_ALGORITHM store_algs[] = {
     {"pkcs11", HP_PROPS, hp_store_functions, "pkcs11: URIs (RFC 7512)"},
     {NULL, NULL, NULL, NULL},
@@ -124,6 +140,10 @@ static const OSSL_ALGORITHM *hp_query(void *provctx, int op, int *no_cache)
         return hp_cipher_algs;
     case OSSL_OP_ASYM_CIPHER:
         return hp_asym_cipher_algs;
+    case OSSL_OP_KEYEXCH:
+        return exchange_algs;
+    case OSSL_OP_RAND:
+        return rand_algs;
     }
     return NULL;
 }

@@ -20,6 +20,7 @@
 #define HP_OPNAME_RSA "HSMPROV-RSA"
 #define HP_OPNAME_ECDSA "HSMPROV-ECDSA"
 #define HP_OPNAME_ED25519 "HSMPROV-ED25519"
+#define HP_OPNAME_ECDH "HSMPROV-ECDH"
 
 typedef struct hp_provctx {
     const OSSL_CORE_HANDLE *handle;
@@ -174,5 +175,7 @@ extern const OSSL_DISPATCH hp_text_encoder_functions[];
 extern const OSSL_DISPATCH hp_private_key_der_encoder_functions[];
 extern const OSSL_DISPATCH hp_private_key_pem_encoder_functions[];
 extern const OSSL_DISPATCH hp_private_key_encrypted_encoder_functions[];
+extern const OSSL_DISPATCH hp_ecdh_exchange_functions[];
+extern const OSSL_DISPATCH hp_rand_functions[];
 
 #endif
