@@ -51,7 +51,7 @@ beta_untouched() {
 # Runs openssl without a controlling terminal: nothing may wait for a prompt.
 no_tty() {
     hp_openssl_argv
-    timeout 60 setsid "${HP_OPENSSL[@]}" "$@" </dev/null
+    timeout 60 setsid -w "${HP_OPENSSL[@]}" "$@" </dev/null
 }
 
 case $mode in
@@ -202,7 +202,7 @@ prompt_without_ui)
     hp_out_has 'Enter PIN for PKCS#11 token "demo"' "signed and verified"
     hp_no_pin
     hp_step "without a terminal: a clean failure, no hang"
-    hp_fails timeout 60 setsid env ${HSMPROV_SANITIZER_PRELOAD:+LD_PRELOAD=$HSMPROV_SANITIZER_PRELOAD} \
+    hp_fails timeout 60 setsid -w env ${HSMPROV_SANITIZER_PRELOAD:+LD_PRELOAD=$HSMPROV_SANITIZER_PRELOAD} \
         "$prog" "$key" </dev/null
     printf '%s\n' "$HP_OUT"
     hp_out_has "C_Login" 'token "demo" needs a PIN'
