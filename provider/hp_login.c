@@ -279,10 +279,11 @@ static CK_RV pin_belongs(hp_provctx *pctx, p11_token *t, const p11_uri *uri,
     if (pctx->pin_for != NULL)
         return no_login(t,
                         "no PIN was given for it: the configured PIN is for %s "
-                        "(pkcs11-token-pin-for), and %s selects %zu tokens",
+                        "(pkcs11-token-pin-for), and %s selects %zu tokens that take one",
                         pctx->pin_for->shown, uri != NULL ? uri->shown : "the search", n);
     return no_login(t,
-                    "no PIN was given for it: %s selects %zu tokens, and a PIN is spent "
+                    "no PIN was given for it: %s selects %zu tokens that take one, and a "
+                    "PIN is spent "
                     "only on a token named alone (name it in the URI, give pin-value or "
                     "pin-source there, or bind the configured PIN with "
                     "pkcs11-token-pin-for)",

@@ -344,9 +344,19 @@ CK_RV p11_token_count_selected(p11_token *t, const p11_uri *uri, size_t *n, int 
     } else {
         rv = p11_token_list(t->m, &v, n);
     }
-    for (size_t i = 0; rv == CKR_OK && i < *n; i++)
-        if (v[i] == t)
-            *has_t = 1;
+    {
+        size_t want_pin = 0;
+
+        /* A token without CKF_LOGIN_REQUIRED is never sent a PIN: it does
+         * not make a PIN's owner ambiguous. */
+        for (size_t i = 0; rv == CKR_OK && i < *n; i++) {
+            if (v[i] == t)
+                *has_t = 1;
+            if (v[i] == t || (v[i]->info.flags & CKF_LOGIN_REQUIRED))
+                want_pin++;
+        }
+        *n = want_pin;
+    }
     free(v);
     return rv;
 }

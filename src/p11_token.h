@@ -70,7 +70,8 @@ CK_RV p11_token_list_matching(p11_module *m, const p11_uri *uri, p11_token ***ou
 
 /* Whether t matches the URI's token, slot and library attributes. */
 int p11_token_matches(p11_token *t, const p11_uri *uri);
-/* How many initialised tokens of t's module uri selects (NULL: all of
+/* How many initialised tokens of t's module that take a PIN
+ * (CKF_LOGIN_REQUIRED; t counts in any case) uri selects (NULL: all of
  * them), and whether t is one of them: a PIN that is not the URI's own is
  * spent only on a token selected alone (see hp_login.c). */
 CK_RV p11_token_count_selected(p11_token *t, const p11_uri *uri, size_t *n, int *has_t);

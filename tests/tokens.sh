@@ -9,6 +9,9 @@
 #                                 selects alone; a listing over both shows
 #                                 public objects, with no C_Login and no PIN
 #                                 try of beta spent
+#   proxy_one_token               p11-kit's proxy (the default module), demo
+#                                 its only token that takes a PIN: a URI that
+#                                 names no token logs in there and signs
 #   pin_for                       pkcs11-token-pin-for binds the configured PIN
 #                                 to demo: listings log in there only; bad
 #                                 values are refused without showing a PIN
@@ -82,7 +85,7 @@ pin_not_spent_elsewhere)
     hp_step "a private key by label alone: not found, and the message says why"
     hp_fails no_tty pkey -in "pkcs11:object=ec;type=private" -pubout
     printf '%s\n' "$HP_OUT"
-    hp_out_has "selects 2 tokens" "pkcs11-token-pin-for" "no login was attempted"
+    hp_out_has "selects 2 tokens that take one" "pkcs11-token-pin-for" "no login was attempted"
     hp_no_pin "$HP_PIN" "$BETA_PIN"
     beta_untouched
     hp_step "token=demo: the configured PIN is demo's"
@@ -98,6 +101,16 @@ pin_not_spent_elsewhere)
     [ "$(count Pkey)" -eq 1 ] || hp_fail "expected beta's private key"
     hp_no_pin "$HP_PIN" "$BETA_PIN"
     beta_untouched
+    ;;
+proxy_one_token)
+    hp_setup
+    sed -i '/^pkcs11-module-path/d' "$OPENSSL_CONF"
+    printf 'through the proxy\n' >"$T/msg"
+    hp_step "sign with pkcs11:object=ec;type=private through p11-kit's proxy"
+    hp_ok no_tty dgst -sha256 -sign "pkcs11:object=ec;type=private" -out "$T/sig" "$T/msg"
+    hp_pubout "pkcs11:object=ec;type=public" "$T/pub.pem"
+    hp_ok openssl dgst -sha256 -verify "$T/pub.pem" -signature "$T/sig" "$T/msg"
+    hp_out_has "Verified OK"
     ;;
 pin_for)
     hp_setup "pkcs11-token-pin-for = pkcs11:token=demo"
