@@ -23,6 +23,8 @@ const hp_directive hp_directives[HP_D_COUNT] = {
     [HP_D_CACHE_KEYS] = {"pkcs11-module-cache-keys", HP_CONF_BOOL, 0},
     /* Seconds; kept below UINT_MAX / 1000 (it is used in milliseconds). */
     [HP_D_KEY_CHECK_INTERVAL] = {"pkcs11-key-check-interval", HP_CONF_UINT, 1000000},
+    /* Checked as a pkcs11: URI by the provider (hp_provider.c). */
+    [HP_D_TOKEN_PIN_FOR] = {"pkcs11-token-pin-for", HP_CONF_TEXT, 0},
 };
 
 const hp_directive *hp_directive_find(const char *name)
@@ -145,6 +147,17 @@ static void add_finding(char *text, unsigned *count, const char *fmt, ...)
     }
 }
 
+void hp_conf_add_error(hp_conf_report *r, const char *fmt, ...)
+{
+    char piece[HP_CONF_TEXT_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(piece, sizeof(piece), fmt, ap);
+    va_end(ap);
+    add_finding(r->errors, &r->nerrors, "%s", piece);
+}
+
 static const char *expected(const hp_directive *d, char *buf, size_t len)
 {
     switch (d->kind) {
@@ -176,6 +189,9 @@ int hp_conf_set(hp_conf *c, const hp_directive *d, const char *v, hp_conf_report
         return 1;
     case HP_D_TOKEN_PIN:
         c->token_pin = v;
+        return 1;
+    case HP_D_TOKEN_PIN_FOR:
+        c->token_pin_for = v;
         return 1;
     case HP_D_LOAD_BEHAVIOR:
         ok = hp_conf_parse_load_behavior(v, &c->load_early);

@@ -25,6 +25,7 @@ enum {
     HP_D_DIGEST_IN_TOKEN,
     HP_D_CACHE_KEYS,
     HP_D_KEY_CHECK_INTERVAL,
+    HP_D_TOKEN_PIN_FOR,
     HP_D_COUNT
 };
 
@@ -42,6 +43,7 @@ const hp_directive *hp_directive_find(const char *name);
 /* The values, once parsed. Texts are borrowed from the caller. */
 typedef struct hp_conf {
     const char *module_path, *init_args, *token_pin;
+    const char *token_pin_for; /* a pkcs11: URI: the tokens the PIN belongs to */
     int load_early;
     unsigned pool_size, pool_timeout_ms; /* 0: the default */
     int digest_in_token, cache_keys;
@@ -75,6 +77,11 @@ size_t hp_conf_escape(char *dst, size_t dstlen, const char *src, size_t maxin);
 /* Sets directive d to v in c. A bad value is described in r and leaves c as
  * it was. Returns 1 if v was accepted. */
 int hp_conf_set(hp_conf *c, const hp_directive *d, const char *v, hp_conf_report *r);
+
+/* Adds a finding of the caller's (a check across directives, or one that
+ * needs more than this file) to r->errors. */
+void hp_conf_add_error(hp_conf_report *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* For each directive name found in the provider's section: a name that
  * starts like ours ("pkcs11", any case) but is none of hp_directives gets a

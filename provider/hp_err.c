@@ -92,25 +92,19 @@ void hp_raise_p11_at(hp_provctx *pctx, const char *file, int line, const char *f
                      CK_RV rv)
 {
     const p11_failure *f = p11_last_failure();
-    const char *name;
+    char buf[P11_RV_TEXT_MAX];
 
     if (f == NULL || f->rv != rv) {
-        name = p11_rv_name(rv);
-        hp_raise_at(pctx, file, line, func, reason_for(rv), "%s",
-                    name != NULL ? name : "PKCS#11 failure");
+        hp_raise_at(pctx, file, line, func, reason_for(rv), "PKCS#11 failure %s",
+                    p11_rv_text(rv, buf));
         return;
     }
-    name = p11_rv_name(f->rv);
     if (p11_rv_is_ours(f->rv))
         /* Our own failures: the text says it all. */
         hp_raise_at(pctx, file, line, func, reason_for(f->rv), "%s: %s", f->call,
                     f->what);
-    else if (name != NULL)
-        hp_raise_at(pctx, file, line, func, reason_for(f->rv), "%s failed with %s: %s",
-                    f->call, name, f->what);
     else
-        hp_raise_at(pctx, file, line, func, reason_for(f->rv),
-                    "%s failed with CKR 0x%lx: %s", f->call, (unsigned long)f->rv,
-                    f->what);
+        hp_raise_at(pctx, file, line, func, reason_for(f->rv), "%s failed with %s: %s",
+                    f->call, p11_rv_text(f->rv, buf), f->what);
     p11_failure_clear();
 }

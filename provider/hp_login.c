@@ -1,6 +1,7 @@
 /* Where the PIN comes from: the URI (pin-value, pin-source), the configuration
  * (pkcs11-module-token-pin, a literal or file:PATH), or OpenSSL's passphrase
- * callback, so that `openssl` prompts when nothing else supplies one. */
+ * callback, so that `openssl` prompts when nothing else supplies one, else
+ * the terminal; and which token each PIN belongs to (pin_belongs). */
 #include "hp_provider.h"
 
 #include "p11_failure.h"
@@ -10,7 +11,9 @@
 #include <fcntl.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/params.h>
+#include <openssl/ui.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -198,33 +201,119 @@ static int ask_callback(p11_token *t, OSSL_PASSPHRASE_CALLBACK *cb, void *cbarg,
     return cb(pin, MAX_PIN, len, params, cbarg);
 }
 
+/* OpenSSL's own terminal prompt (UI_OpenSSL, the default UI method), when
+ * the caller's way of asking failed: an OSSL_STORE opened without a UI
+ * method hands us a callback that always fails, and the program would never
+ * be asked. Only where there is a terminal: without one the default method
+ * would read stdin, which in a daemon may be anything, or block. */
+static int ask_terminal(p11_token *t, char *pin, size_t *len)
+{
+    char label[sizeof(t->label) * 4], prompt[200];
+    int fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    UI *ui;
+    int ok;
+
+    if (fd < 0)
+        return 0;
+    close(fd);
+    if ((ui = UI_new()) == NULL)
+        return 0;
+    /* The label is the token's text: no control character reaches the
+     * terminal through it. */
+    p11_escape_controls(label, sizeof(label), t->label);
+    snprintf(prompt, sizeof(prompt), "Enter PIN for PKCS#11 token \"%s\": ", label);
+    ok = UI_add_input_string(ui, prompt, 0, pin, 1, MAX_PIN) >= 0 && UI_process(ui) == 0;
+    UI_free(ui);
+    if (ok)
+        *len = strnlen(pin, MAX_PIN);
+    return ok;
+}
+
+/* The PIN asked for: the caller's callback, else the terminal. No callback
+ * at all (a cipher's token key) means the caller has no one to ask: a raw
+ * cipher key needs no login, and a prompt there would surprise. */
+static CK_RV ask(p11_token *t, OSSL_PASSPHRASE_CALLBACK *cb, void *cbarg, char *pin,
+                 size_t *len)
+{
+    if (cb == NULL)
+        return p11_fail(P11_RV_NEED_PIN, "C_Login",
+                        "token \"%s\" needs a PIN: set pkcs11-module-token-pin, or give "
+                        "pin-value or pin-source in the URI",
+                        t->label);
+    ERR_set_mark();
+    if (ask_callback(t, cb, cbarg, pin, len)) {
+        ERR_clear_last_mark();
+        return CKR_OK;
+    }
+    if (ask_terminal(t, pin, len)) {
+        /* What the failed callback raised is history now. */
+        ERR_pop_to_mark();
+        return CKR_OK;
+    }
+    ERR_clear_last_mark();
+    return p11_fail(P11_RV_NEED_PIN, "C_Login",
+                    "token \"%s\" needs a PIN and none was given", t->label);
+}
+
+/* Whether the configured PIN (config_ok) and a prompt (ask_ok) may be spent
+ * on t. A PIN belongs to one token: sent to another it costs that token a
+ * try (through p11-kit's proxy, any smart card of the system). The
+ * configured PIN belongs to the tokens pkcs11-token-pin-for selects, or
+ * without it to the token the URI selects alone (the module's only token,
+ * for a URI that names none); a prompt names its token, and is made for
+ * the token the URI selects alone. Otherwise nothing is spent, and the
+ * failure says why. */
+static CK_RV pin_belongs(hp_provctx *pctx, p11_token *t, const p11_uri *uri,
+                         int *config_ok, int *ask_ok)
+{
+    size_t n;
+    int has_t;
+    CK_RV rv = p11_token_count_selected(t, uri, &n, &has_t);
+
+    if (rv != CKR_OK)
+        return rv;
+    *ask_ok = n == 1 && has_t;
+    *config_ok = pctx->pin_for != NULL ? p11_token_matches(t, pctx->pin_for) : *ask_ok;
+    if (*ask_ok || (*config_ok && pctx->token_pin != NULL))
+        return CKR_OK;
+    if (pctx->pin_for != NULL)
+        return no_login(t,
+                        "no PIN was given for it: the configured PIN is for %s "
+                        "(pkcs11-token-pin-for), and %s selects %zu tokens that take one",
+                        pctx->pin_for->shown, uri != NULL ? uri->shown : "the search", n);
+    return no_login(t,
+                    "no PIN was given for it: %s selects %zu tokens that take one, and a "
+                    "PIN is spent "
+                    "only on a token named alone (name it in the URI, give pin-value or "
+                    "pin-source there, or bind the configured PIN with "
+                    "pkcs11-token-pin-for)",
+                    uri != NULL ? uri->shown : "the search", n);
+}
+
 CK_RV hp_login(hp_provctx *pctx, p11_token *t, const p11_uri *uri,
                OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 {
     char pin[MAX_PIN + 1];
     size_t len = 0;
+    int config_ok = 0, ask_ok = 0;
     CK_RV rv = CKR_OK;
 
     if (!p11_token_needs_login(t))
         return CKR_OK;
+    /* A PIN in the URI belongs to every token the URI selects. */
     if (uri != NULL && uri->pin_value != NULL) {
         rv = literal_pin(t, uri->pin_value, "the URI's pin-value", pin, &len);
     } else if (uri != NULL && uri->pin_source != NULL) {
         rv = read_pin_file(t, uri->pin_source, pin, &len);
-    } else if (pctx->token_pin != NULL) {
+    } else if ((rv = pin_belongs(pctx, t, uri, &config_ok, &ask_ok)) != CKR_OK) {
+        /* nothing is spent */
+    } else if (pctx->token_pin != NULL && config_ok) {
         if (strncmp(pctx->token_pin, "file:", 5) == 0)
             rv = read_pin_file(t, pctx->token_pin, pin, &len);
         else
             rv = literal_pin(t, pctx->token_pin, "pkcs11-module-token-pin", pin, &len);
-    } else if (pw_cb != NULL) {
-        if (!ask_callback(t, pw_cb, pw_cbarg, pin, &len))
-            rv = p11_fail(P11_RV_NEED_PIN, "C_Login",
-                          "token \"%s\" needs a PIN and none was given", t->label);
     } else {
-        rv = p11_fail(P11_RV_NEED_PIN, "C_Login",
-                      "token \"%s\" needs a PIN: set pkcs11-module-token-pin, or give "
-                      "pin-value or pin-source in the URI",
-                      t->label);
+        rv = ask(t, pw_cb, pw_cbarg, pin, &len);
     }
     if (rv == CKR_OK)
         rv = p11_token_login(t, pin, len);

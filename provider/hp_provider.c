@@ -219,6 +219,7 @@ static void provctx_free(hp_provctx *pctx)
     free(pctx->module_path);
     free(pctx->init_args);
     p11_secmem_free(pctx->token_pin);
+    p11_uri_free(pctx->pin_for);
     pthread_mutex_destroy(&pctx->lock);
     free(pctx);
 }
@@ -279,6 +280,49 @@ static char *dup_or_null(const char *s)
     return s != NULL && *s != '\0' ? strdup(s) : NULL;
 }
 
+/* pkcs11-token-pin-for: a pkcs11: URI of token attributes only. The value is
+ * never shown as written (a pin-value in it would be a PIN): what was parsed
+ * is, or nothing. Returns 0 only when memory ran out. */
+static int read_pin_for(hp_provctx *pctx, const hp_conf *c, hp_conf_report *r)
+{
+    const char *name = hp_directives[HP_D_TOKEN_PIN_FOR].name;
+    p11_uri *u = NULL;
+    CK_ULONG nattrs = 0;
+    CK_RV rv;
+
+    if (c->token_pin_for == NULL)
+        return 1;
+    rv = p11_uri_parse(c->token_pin_for, &u);
+    p11_failure_clear();
+    if (rv == CKR_HOST_MEMORY)
+        return 0;
+    if (rv != CKR_OK) {
+        hp_conf_add_error(
+            r, "%s: expected a pkcs11: URI naming a token (value not shown)", name);
+        return 1;
+    }
+    p11_uri_object_attrs(u, &nattrs);
+    if (u->pin_value != NULL || u->pin_source != NULL)
+        hp_conf_add_error(r,
+                          "%s = \"%s\": a PIN has no place in it (the PIN is "
+                          "pkcs11-module-token-pin)",
+                          name, u->shown);
+    else if (nattrs > 0)
+        hp_conf_add_error(r,
+                          "%s = \"%s\": expected token attributes only (token=, serial=, "
+                          "...), not an object",
+                          name, u->shown);
+    else if (c->token_pin == NULL || *c->token_pin == '\0')
+        hp_conf_add_error(r, "%s = \"%s\": there is no pkcs11-module-token-pin to bind",
+                          name, u->shown);
+    else {
+        pctx->pin_for = u;
+        return 1;
+    }
+    p11_uri_free(u);
+    return 1;
+}
+
 /* Reads the directives. A bad value does not fail the provider's load: OpenSSL
  * drops what a failed init raises and goes on without the provider, and the
  * user would be left with "No store loader found". It is recorded in r, and
@@ -310,6 +354,8 @@ static int read_config(hp_provctx *pctx, const OSSL_DISPATCH *in, hp_conf_report
         if (values[i] != NULL)
             hp_conf_set(&c, &hp_directives[i], values[i], r);
     hp_config_check_names(pctx->libctx, provname, values, r);
+    if (!read_pin_for(pctx, &c, r))
+        return 0;
 
     /* The environment overrides the configuration, as for pkcs11-provider. */
     env = getenv("PKCS11_PROVIDER_MODULE");

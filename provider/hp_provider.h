@@ -37,6 +37,9 @@ typedef struct hp_provctx {
     char *module_path;
     char *init_args;
     char *token_pin; /* "file:PATH" or the PIN itself */
+    /* pkcs11-token-pin-for: the tokens token_pin belongs to; NULL: the one
+     * token a URI selects (hp_login.c) */
+    p11_uri *pin_for;
     int load_early;
     unsigned pool_size, pool_timeout_ms;
     int digest_in_token; /* pkcs11-digest-in-token: stream digest-sign in the token */

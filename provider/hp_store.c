@@ -21,17 +21,25 @@ static OSSL_FUNC_store_load_fn store_load;
 static OSSL_FUNC_store_eof_fn store_eof;
 static OSSL_FUNC_store_close_fn store_close;
 
+/* An object to load, or a failure to report in its place (failure != NULL):
+ * a token that failed does not end a listing of the others, and what went
+ * wrong with it is reported when the listing gets there. */
 struct found {
     p11_token *tok;
     CK_OBJECT_HANDLE h;
     CK_OBJECT_CLASS cls;
+    p11_failure *failure;
 };
 
 typedef struct store_ctx {
     hp_provctx *pctx;
     p11_uri *uri;
     int expect; /* OSSL_STORE_INFO_* or 0 for anything */
-    int started, failed;
+    int started;
+    /* A load just failed with an error raised. OSSL_STORE reports an error
+     * only while the loader is not at its end (storeutl then exits 1), so
+     * eof waits for the next load. */
+    int error_pending;
     struct found *items;
     size_t n, next;
     CK_ATTRIBUTE *find_attrs;
@@ -40,6 +48,10 @@ typedef struct store_ctx {
     unsigned char *subject;
     size_t subject_len;
     char *alias;
+    /* Why a token's private objects were not searched (no PIN belongs to
+     * it): said if nothing is found. */
+    p11_failure no_login;
+    int no_login_set;
 } store_ctx;
 
 static void *store_open(void *provctx, const char *uri)
@@ -114,16 +126,49 @@ static int store_set_params(void *loaderctx, const OSSL_PARAM params[])
     return set_search(sc, params);
 }
 
-static int class_rank(CK_OBJECT_CLASS c)
+/* Failures last: an application that loads one key stops at the first, and
+ * a token that failed must not hide a key another token has. */
+static int rank(const struct found *f)
 {
-    return c == CKO_PRIVATE_KEY ? 0 : c == CKO_PUBLIC_KEY ? 1 : 2;
+    if (f->failure != NULL)
+        return 3;
+    return f->cls == CKO_PRIVATE_KEY ? 0 : f->cls == CKO_PUBLIC_KEY ? 1 : 2;
 }
 
 static int by_class(const void *a, const void *b)
 {
-    const struct found *x = a, *y = b;
+    return rank(a) - rank(b);
+}
 
-    return class_rank(x->cls) - class_rank(y->cls);
+static int add_item(store_ctx *sc, const struct found *f)
+{
+    struct found *v = realloc(sc->items, (sc->n + 1) * sizeof(*v));
+
+    if (v == NULL)
+        return 0;
+    sc->items = v;
+    sc->items[sc->n++] = *f;
+    return 1;
+}
+
+/* Keeps the failure src/ recorded (rv) to be reported in its turn. */
+static int add_failure(store_ctx *sc, CK_RV rv)
+{
+    const p11_failure *last = p11_last_failure();
+    struct found f = {0};
+
+    if ((f.failure = calloc(1, sizeof(*f.failure))) == NULL)
+        return 0;
+    if (last != NULL && last->rv == rv)
+        *f.failure = *last;
+    else
+        f.failure->rv = rv;
+    p11_failure_clear();
+    if (!add_item(sc, &f)) {
+        free(f.failure);
+        return 0;
+    }
+    return 1;
 }
 
 static int wanted(const store_ctx *sc, CK_OBJECT_CLASS c)
@@ -182,7 +227,10 @@ static void search_text(const store_ctx *sc, char *out, size_t outlen)
 }
 
 /* Finds the token(s) and the objects the URI names, logging in if private
- * objects are wanted. */
+ * objects are wanted and a PIN belongs to the token (hp_login). A token
+ * without one is searched for its public objects; a token that fails is
+ * noted as a failure item and the others are searched. Returns 0 with an
+ * error raised when nothing can be listed at all. */
 static int start(store_ctx *sc, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 {
     p11_module *m = hp_module(sc->pctx);
@@ -196,8 +244,10 @@ static int start(store_ctx *sc, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
     if (m == NULL)
         return 0;
     rv = p11_token_list_matching(m, sc->uri, &toks, &ntok);
-    if (rv != CKR_OK)
-        goto p11err;
+    if (rv != CKR_OK) {
+        hp_raise_p11(sc->pctx, rv);
+        return 0;
+    }
     attrs = p11_uri_object_attrs(sc->uri, &nattrs);
     /* Token objects only: session objects of this process are key copies
      * and cipher keys of ours, not something to list or load. */
@@ -222,30 +272,39 @@ static int start(store_ctx *sc, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 
         if (needs_private(sc)) {
             rv = hp_login(sc->pctx, t, sc->uri, pw_cb, pw_cbarg);
-            if (rv != CKR_OK)
-                goto p11err;
+            if (rv == P11_RV_NEED_PIN) {
+                /* No PIN for this token: its public objects only. */
+                if (!sc->no_login_set && p11_last_failure() != NULL) {
+                    sc->no_login = *p11_last_failure();
+                    sc->no_login_set = 1;
+                }
+                p11_failure_clear();
+            } else if (rv != CKR_OK) {
+                if (!add_failure(sc, rv))
+                    goto oom;
+            }
         }
         rv = p11_find_objects(t, attrs, nattrs, &hs, &nh);
-        if (rv != CKR_OK)
-            goto p11err;
+        if (rv != CKR_OK) {
+            if (!add_failure(sc, rv))
+                goto oom;
+            continue;
+        }
         for (CK_ULONG j = 0; j < nh; j++) {
-            CK_OBJECT_CLASS cls;
-            struct found *v;
+            struct found f = {t, hs[j], 0, NULL};
 
-            if (p11_read_ulong(t, hs[j], CKA_CLASS, &cls) != CKR_OK || !wanted(sc, cls))
+            if (p11_read_ulong(t, hs[j], CKA_CLASS, &f.cls) != CKR_OK ||
+                !wanted(sc, f.cls))
                 continue;
-            v = realloc(sc->items, (sc->n + 1) * sizeof(*v));
-            if (v == NULL) {
+            if (!add_item(sc, &f)) {
                 free(hs);
-                free(toks);
-                return 0;
+                goto oom;
             }
-            sc->items = v;
-            sc->items[sc->n++] = (struct found){t, hs[j], cls};
         }
         free(hs);
     }
     free(toks);
+    p11_failure_clear(); /* objects whose class could not be read: passed over */
     if (sc->n == 0) {
         const char *what = sc->expect == OSSL_STORE_INFO_PKEY     ? "private key"
                            : sc->expect == OSSL_STORE_INFO_PUBKEY ? "key"
@@ -254,16 +313,25 @@ static int start(store_ctx *sc, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
         char crit[256];
 
         search_text(sc, crit, sizeof(crit));
-        hp_raise_p11(sc->pctx,
-                     p11_fail(P11_RV_NOT_FOUND, "C_FindObjects", "no %s matches %s%s",
-                              what, sc->uri->shown, crit));
+        if (sc->no_login_set)
+            hp_raise_p11(
+                sc->pctx,
+                p11_fail(P11_RV_NOT_FOUND, "C_FindObjects",
+                         "no %s matches %s%s among the objects visible without a "
+                         "login; %s: %s",
+                         what, sc->uri->shown, crit, sc->no_login.call,
+                         sc->no_login.what));
+        else
+            hp_raise_p11(sc->pctx,
+                         p11_fail(P11_RV_NOT_FOUND, "C_FindObjects", "no %s matches %s%s",
+                                  what, sc->uri->shown, crit));
         return 0;
     }
     qsort(sc->items, sc->n, sizeof(*sc->items), by_class);
     return 1;
-p11err:
+oom:
     free(toks);
-    hp_raise_p11(sc->pctx, rv);
+    hp_raise(sc->pctx, HP_R_INTERNAL, "out of memory listing %s", sc->uri->shown);
     return 0;
 }
 
@@ -337,40 +405,54 @@ static int load_cert(store_ctx *sc, struct found *f, OSSL_CALLBACK *cb, void *cb
     return ok;
 }
 
+static int load_item(store_ctx *sc, struct found *f, OSSL_CALLBACK *cb, void *cbarg)
+{
+    if (f->failure != NULL) {
+        p11_failure_restore(f->failure);
+        hp_raise_p11(sc->pctx, f->failure->rv);
+        return 0;
+    }
+    if (f->cls == CKO_CERTIFICATE)
+        return load_cert(sc, f, cb, cbarg);
+    return load_key(sc, f, cb, cbarg);
+}
+
 static int store_load(void *loaderctx, OSSL_CALLBACK *object_cb, void *object_cbarg,
                       OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 {
     store_ctx *sc = loaderctx;
-    struct found *f;
+    int ok;
 
-    if (sc->failed)
-        return 0;
+    /* The error of the last load has been seen: on with the rest. */
+    sc->error_pending = 0;
     if (!sc->started) {
         sc->started = 1;
         if (!start(sc, pw_cb, pw_cbarg)) {
-            sc->failed = 1;
+            sc->error_pending = 1;
             return 0;
         }
     }
     if (sc->next >= sc->n)
         return 0;
-    f = &sc->items[sc->next++];
-    if (f->cls == CKO_CERTIFICATE)
-        return load_cert(sc, f, object_cb, object_cbarg);
-    return load_key(sc, f, object_cb, object_cbarg);
+    ok = load_item(sc, &sc->items[sc->next++], object_cb, object_cbarg);
+    if (!ok)
+        sc->error_pending = 1;
+    return ok;
 }
 
 static int store_eof(void *loaderctx)
 {
     store_ctx *sc = loaderctx;
 
-    return sc->failed || (sc->started && sc->next >= sc->n);
+    return sc->started && !sc->error_pending && sc->next >= sc->n;
 }
 
 static int store_close(void *loaderctx)
 {
     store_ctx *sc = loaderctx;
 
+    for (size_t i = 0; i < sc->n; i++)
+        free(sc->items[i].failure);
     p11_uri_free(sc->uri);
     free(sc->find_attrs);
     free(sc->subject);

@@ -232,15 +232,11 @@ CK_RV p11_err_pop(CK_RV rv)
 
 CK_RV p11_trace(const char *call, CK_RV rv)
 {
-    const char *name;
+    char buf[P11_RV_TEXT_MAX];
 
     if (!p11_debug_enabled)
         return rv;
-    name = p11_rv_name(rv);
-    if (name != NULL)
-        p11_debug("%s -> %s", call, name);
-    else
-        p11_debug("%s -> 0x%lx", call, (unsigned long)rv);
+    p11_debug("%s -> %s", call, p11_rv_text(rv, buf));
     return rv;
 }
 

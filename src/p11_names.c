@@ -3,6 +3,7 @@
 #include "p11_names.h"
 
 #include <stddef.h>
+#include <stdio.h>
 
 struct name_entry {
     unsigned long value;
@@ -164,6 +165,22 @@ static const char *lookup(const struct name_entry *t, size_t n, unsigned long v)
 const char *p11_rv_name(CK_RV rv)
 {
     return lookup(rv_names, sizeof(rv_names) / sizeof(rv_names[0]), rv);
+}
+
+const char *p11_rv_text(CK_RV rv, char buf[P11_RV_TEXT_MAX])
+{
+    const char *name = p11_rv_name(rv);
+
+    if (name != NULL)
+        return name;
+    /* A module's own codes (NSS's CKR_NSS_CERTDB_FAILED, ...) are what its
+     * documentation lists: shown as the offset it uses, and in full. */
+    if (rv & CKR_VENDOR_DEFINED)
+        snprintf(buf, P11_RV_TEXT_MAX, "CKR_VENDOR_DEFINED+0x%lx (0x%lx)",
+                 (unsigned long)(rv & ~CKR_VENDOR_DEFINED), (unsigned long)rv);
+    else
+        snprintf(buf, P11_RV_TEXT_MAX, "CKR 0x%lx", (unsigned long)rv);
+    return buf;
 }
 
 const char *p11_mech_name(CK_MECHANISM_TYPE m)

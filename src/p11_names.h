@@ -21,6 +21,11 @@ static inline int p11_rv_is_ours(CK_RV rv)
 
 /* NULL when the value has no known name. */
 const char *p11_rv_name(CK_RV rv);
+/* The name of rv, else its value: "CKR_VENDOR_DEFINED+0x4e534351" for a
+ * module's vendor-defined code, "CKR 0x1234" for any other unnamed one.
+ * Returns the name or buf (of P11_RV_TEXT_MAX bytes). */
+#define P11_RV_TEXT_MAX 64
+const char *p11_rv_text(CK_RV rv, char buf[P11_RV_TEXT_MAX]);
 const char *p11_mech_name(CK_MECHANISM_TYPE mech);
 
 #endif

@@ -86,9 +86,16 @@ static p11_token *token_for_slot(p11_module *m, CK_SLOT_ID slot,
     return t;
 }
 
-/* Visits every slot with a token; stops when fn returns non-zero. */
+/* What a scan met, for the message when no token matches. */
+struct scan_seen {
+    CK_ULONG slots;  /* slots with a token */
+    CK_ULONG tokens; /* initialised tokens among them */
+};
+
+/* Visits every slot with an initialised token; stops when fn returns
+ * non-zero. */
 static CK_RV scan(p11_module *m, int (*fn)(void *arg, p11_token *t, CK_SLOT_INFO *si),
-                  void *arg)
+                  void *arg, struct scan_seen *seen)
 {
     CK_SLOT_ID *slots = NULL;
     CK_ULONG n = 0;
@@ -110,6 +117,8 @@ static CK_RV scan(p11_module *m, int (*fn)(void *arg, p11_token *t, CK_SLOT_INFO
             return p11_fail(rv, "C_GetSlotList", "module %s", m->path);
         }
     }
+    if (seen != NULL)
+        seen->slots = n;
     for (CK_ULONG i = 0; i < n; i++) {
         CK_TOKEN_INFO ti;
         CK_SLOT_INFO si;
@@ -119,6 +128,17 @@ static CK_RV scan(p11_module *m, int (*fn)(void *arg, p11_token *t, CK_SLOT_INFO
         if (P11_CALL(m, C_GetSlotInfo, slots[i], &si) != CKR_OK ||
             P11_CALL(m, C_GetTokenInfo, slots[i], &ti) != CKR_OK)
             continue; /* token went away meanwhile */
+        /* A blank token (SoftHSM2 always offers one; a card reader may hold
+         * a blank card) has no objects and refuses sessions with
+         * CKR_TOKEN_NOT_RECOGNIZED: never a candidate, and never the reason
+         * a search over the other tokens fails. */
+        if (!(ti.flags & CKF_TOKEN_INITIALIZED)) {
+            p11_debug("slot %lu: token not initialised, skipped",
+                      (unsigned long)slots[i]);
+            continue;
+        }
+        if (seen != NULL)
+            seen->tokens++;
         pthread_mutex_lock(&m->lock);
         t = token_for_slot(m, slots[i], &ti);
         pthread_mutex_unlock(&m->lock);
@@ -149,21 +169,47 @@ static int match_one(void *arg, p11_token *t, CK_SLOT_INFO *si)
     return 1;
 }
 
+/* No token matches uri. A module that reached no token at all says so: a
+ * remote module (p11-kit-client.so) whose server cannot be reached starts
+ * fine and lists no slot, and "no token matches" alone would hide that. */
+static CK_RV no_match(p11_module *m, const p11_uri *uri, const struct scan_seen *seen)
+{
+    char lib[33];
+
+    if (seen->slots == 0) {
+        trim_copy(lib, m->info.libraryDescription, 32);
+        return p11_fail(CKR_TOKEN_NOT_PRESENT, "C_GetSlotList",
+                        "no token of module %s matches %s: the module reached no token "
+                        "at all (no slot with a token; its C_GetInfo says \"%s\"); a "
+                        "remote module (p11-kit-client.so) looks like this when its "
+                        "server cannot be reached",
+                        m->path, uri->shown, lib);
+    }
+    if (seen->tokens == 0)
+        return p11_fail(CKR_TOKEN_NOT_PRESENT, "C_GetTokenInfo",
+                        "no token of module %s matches %s: none of its %lu token%s is "
+                        "initialised",
+                        m->path, uri->shown, (unsigned long)seen->slots,
+                        seen->slots == 1 ? "" : "s");
+    return p11_fail(CKR_TOKEN_NOT_PRESENT, "C_GetTokenInfo",
+                    "no token of module %s matches %s", m->path, uri->shown);
+}
+
 CK_RV p11_token_find(p11_module *m, const p11_uri *uri, p11_token **out)
 {
     struct find_arg fa = {uri, NULL};
+    struct scan_seen seen = {0};
     CK_RV rv;
 
     *out = NULL;
     rv = p11_uri_check_module(uri, m->path);
     if (rv != CKR_OK)
         return rv;
-    rv = scan(m, match_one, &fa);
+    rv = scan(m, match_one, &fa, &seen);
     if (rv != CKR_OK)
         return rv;
     if (fa.found == NULL)
-        return p11_fail(CKR_TOKEN_NOT_PRESENT, "C_GetTokenInfo",
-                        "no token of module %s matches %s", m->path, uri->shown);
+        return no_match(m, uri, &seen);
     *out = fa.found;
     return CKR_OK;
 }
@@ -211,18 +257,18 @@ CK_RV p11_token_list_matching(p11_module *m, const p11_uri *uri, p11_token ***ou
                               size_t *n)
 {
     struct match_list_arg ma = {uri, {0}};
+    struct scan_seen seen = {0};
     CK_RV rv;
 
     *out = NULL;
     *n = 0;
     rv = p11_uri_check_module(uri, m->path);
     if (rv == CKR_OK)
-        rv = scan(m, collect_matching, &ma);
+        rv = scan(m, collect_matching, &ma, &seen);
     if (rv == CKR_OK && ma.list.oom)
         rv = CKR_HOST_MEMORY;
     if (rv == CKR_OK && ma.list.n == 0)
-        rv = p11_fail(CKR_TOKEN_NOT_PRESENT, "C_GetTokenInfo",
-                      "no token of module %s matches %s", m->path, uri->shown);
+        rv = no_match(m, uri, &seen);
     if (rv != CKR_OK) {
         free(ma.list.v);
         return rv;
@@ -259,7 +305,7 @@ CK_RV p11_token_with_mechanism(p11_module *m, CK_MECHANISM_TYPE mech, p11_token 
 CK_RV p11_token_list(p11_module *m, p11_token ***out, size_t *n)
 {
     struct list_arg la = {0};
-    CK_RV rv = scan(m, collect, &la);
+    CK_RV rv = scan(m, collect, &la, NULL);
 
     if (rv == CKR_OK && la.oom)
         rv = CKR_HOST_MEMORY;
@@ -270,6 +316,49 @@ CK_RV p11_token_list(p11_module *m, p11_token ***out, size_t *n)
     *out = la.v;
     *n = la.n;
     return CKR_OK;
+}
+
+int p11_token_matches(p11_token *t, const p11_uri *uri)
+{
+    CK_SLOT_INFO si;
+
+    if (P11_CALL(t->m, C_GetSlotInfo, t->slot, &si) != CKR_OK)
+        return 0;
+    return p11_uri_matches_token(uri, t->slot, &t->info, &si, &t->m->info);
+}
+
+CK_RV p11_token_count_selected(p11_token *t, const p11_uri *uri, size_t *n, int *has_t)
+{
+    p11_token **v = NULL;
+    CK_RV rv;
+
+    *n = 0;
+    *has_t = 0;
+    if (uri != NULL) {
+        rv = p11_token_list_matching(t->m, uri, &v, n);
+        if (rv == CKR_TOKEN_NOT_PRESENT) {
+            /* Gone since the caller found t: it selects nothing now. */
+            p11_failure_clear();
+            return CKR_OK;
+        }
+    } else {
+        rv = p11_token_list(t->m, &v, n);
+    }
+    {
+        size_t want_pin = 0;
+
+        /* A token without CKF_LOGIN_REQUIRED is never sent a PIN: it does
+         * not make a PIN's owner ambiguous. */
+        for (size_t i = 0; rv == CKR_OK && i < *n; i++) {
+            if (v[i] == t)
+                *has_t = 1;
+            if (v[i] == t || (v[i]->info.flags & CKF_LOGIN_REQUIRED))
+                want_pin++;
+        }
+        *n = want_pin;
+    }
+    free(v);
+    return rv;
 }
 
 int p11_token_needs_login(p11_token *t)

@@ -50,6 +50,11 @@ struct p11_token {
     p11_token *next;
 };
 
+/* Tokens are those with CKF_TOKEN_INITIALIZED: a blank one is never found,
+ * listed nor matched. When none matches, the failure says whether the module
+ * reached any token at all (a remote module whose server is down reaches
+ * none). */
+
 /* The first token matching the URI's token/slot/module attributes. */
 CK_RV p11_token_find(p11_module *m, const p11_uri *uri, p11_token **out);
 /* All tokens present now (for listing); *n set to their count. */
@@ -62,6 +67,14 @@ CK_RV p11_token_with_mechanism(p11_module *m, CK_MECHANISM_TYPE mech, p11_token 
  * (CKR_TOKEN_NOT_PRESENT naming the URI). Caller frees the array. */
 CK_RV p11_token_list_matching(p11_module *m, const p11_uri *uri, p11_token ***out,
                               size_t *n);
+
+/* Whether t matches the URI's token, slot and library attributes. */
+int p11_token_matches(p11_token *t, const p11_uri *uri);
+/* How many initialised tokens of t's module that take a PIN
+ * (CKF_LOGIN_REQUIRED; t counts in any case) uri selects (NULL: all of
+ * them), and whether t is one of them: a PIN that is not the URI's own is
+ * spent only on a token selected alone (see hp_login.c). */
+CK_RV p11_token_count_selected(p11_token *t, const p11_uri *uri, size_t *n, int *has_t);
 
 /* Whether the token wants a C_Login before its private objects can be used. */
 int p11_token_needs_login(p11_token *t);

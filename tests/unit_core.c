@@ -28,6 +28,20 @@ static void names(void)
     CHECK(p11_rv_name(0x0badc0deUL) == NULL, "unknown code named");
 }
 
+/* Codes without a name are shown by value; a vendor code as the offset from
+ * CKR_VENDOR_DEFINED its module documents, and in full. */
+static void unnamed_shown(void)
+{
+    char buf[P11_RV_TEXT_MAX];
+
+    CHECK(strcmp(p11_rv_text(CKR_PIN_INCORRECT, buf), "CKR_PIN_INCORRECT") == 0, "named");
+    CHECK(strcmp(p11_rv_text(0xCE534351UL, buf),
+                 "CKR_VENDOR_DEFINED+0x4e534351 (0xce534351)") == 0,
+          "NSS vendor code");
+    CHECK(strcmp(p11_rv_text(0x0badc0deUL, buf), "CKR 0xbadc0de") == 0, "unnamed code");
+    CHECK(strlen(p11_rv_text(~0UL, buf)) < sizeof(buf), "largest value");
+}
+
 static void ours(void)
 {
     CHECK(p11_rv_is_ours(P11_RV_NOT_FOUND) && p11_rv_is_ours(P11_RV_BAD_URI) &&
@@ -122,7 +136,7 @@ static void secmem(void)
 
 static const unit_case cases[] = {
     {"names", names}, {"ours", ours},     {"escaping", escaping},
-    {"note", note},   {"secmem", secmem},
+    {"note", note},   {"secmem", secmem}, {"unnamed_shown", unnamed_shown},
 };
 
 int main(int argc, char **argv)
