@@ -40,6 +40,14 @@ typedef struct p11_module {
      * finalises the module only once none is left (PKCS#11 leaves
      * C_Finalize during other calls undefined). */
     atomic_uint inflight;
+    /* The module lost its connection to the token (a remote token whose
+     * server went away, p11_module_lost): the next p11_module_ready()
+     * finalises and initialises it again, but not before retry_ms (the
+     * CLOCK_MONOTONIC time in ms) after a failed attempt, so that a server
+     * that stays away costs each call a clear error, not a reconnection. */
+    atomic_int lost;
+    unsigned backoff_ms; /* under lock */
+    long long retry_ms;  /* under lock */
 
     /* From p11_module_settings at load; never written afterwards. */
     unsigned pool_size;       /* 0: online CPUs, capped by the token's max sessions */
@@ -73,6 +81,13 @@ CK_RV p11_module_load(const char *path, const p11_module_settings *settings,
 CK_RV p11_module_ready(p11_module *m);
 /* Finalises (if we initialised it) and unloads. */
 void p11_module_free(p11_module *m);
+
+/* After a call answered CKR_DEVICE_ERROR, CKR_DEVICE_REMOVED or
+ * CKR_GENERAL_ERROR: whether the module itself, not one token, is gone
+ * (it cannot even list its slots: a remote token's connection died). If
+ * so, and no one re-initialised it since generation gen, it is marked lost:
+ * the next p11_module_ready() re-initialises it, as after fork. */
+int p11_module_lost(p11_module *m, unsigned gen);
 
 /* C_SessionCancel of the operation kind running on h (a p11_op_kind);
  * CKR_FUNCTION_NOT_SUPPORTED when the module has none. */
@@ -116,19 +131,29 @@ extern atomic_int p11_exiting;
 extern _Thread_local CK_RV p11_call_refused_rv;
 int p11_call_refuse(p11_module *m, const char *fn, int missing);
 
+/* A module that writes to a socket (p11-kit-client.so and every remote
+ * token behind p11-kit's proxy) gets SIGPIPE when the other end died, which
+ * kills a process that does not ignore it. Around the outermost call on a
+ * thread SIGPIPE is blocked, and one the call raised is consumed before the
+ * mask is restored; the module sees EPIPE and answers with an error. */
+void p11_sigpipe_block(void);
+void p11_sigpipe_restore(void);
+
 static inline int p11_call_enter(p11_module *m, const char *fn, int missing)
 {
     atomic_fetch_add(&m->inflight, 1);
     if (__builtin_expect(missing || atomic_load(&p11_exiting), 0))
         return p11_call_refuse(m, fn, missing);
-    p11_call_depth++;
+    if (p11_call_depth++ == 0)
+        p11_sigpipe_block();
     p11_err_mark();
     return 0;
 }
 
 static inline CK_RV p11_call_done(p11_module *m, CK_RV rv)
 {
-    p11_call_depth--;
+    if (--p11_call_depth == 0)
+        p11_sigpipe_restore();
     atomic_fetch_sub(&m->inflight, 1);
     return rv;
 }

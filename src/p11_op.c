@@ -164,11 +164,12 @@ static CK_RV op_failed(p11_op *op, CK_RV rv, const char *call)
 {
     /* A step the module lacks was never called: the operation is still
      * active, and only closing the session surely ends it. */
-    p11_action act = p11_recover_classify(rv);
+    p11_action act = p11_recover_action(op->tok, rv, atomic_load(&op->tok->m->gen));
 
     if (rv == CKR_BUFFER_TOO_SMALL) {
         p11_op_abort(op); /* still active: cancel it as for any abandoned one */
-    } else if (act == P11_ACT_SESSION || act == P11_ACT_TOKEN_GONE) {
+    } else if (act == P11_ACT_SESSION || act == P11_ACT_TOKEN_GONE ||
+               act == P11_ACT_MODULE) {
         /* No retry mid-stream (the data given so far is gone with the
          * session), but the loss is declared as the policy would. */
         p11_token_lost(op->tok, 1);

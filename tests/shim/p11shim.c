@@ -815,6 +815,7 @@ struct call {
     int removed;
     int gcm;     /* an init with CKM_AES_GCM */
     int keep_op; /* refused as a one-part-only GCM: the operation runs on */
+    int no_peer; /* refused for a lost connection: writes to a dead peer */
     unsigned delay;
     CK_SESSION_HANDLE vh; /* for the log */
     CK_SESSION_HANDLE rh;
@@ -843,6 +844,7 @@ static CK_RV begin_locked(struct call *c, int fid)
     if (c->forward && g.conn_lost && fid != F_C_Initialize && fid != F_C_Finalize &&
         fid != F_C_GetFunctionList) {
         c->forward = 0;
+        c->no_peer = 1;
         rv = CKR_DEVICE_ERROR;
     }
     return rv;
@@ -867,6 +869,22 @@ static void log_line(const struct call *c, int fd, CK_RV rv)
     }
 }
 
+/* What p11-kit-client.so does on a lost connection: a write to a socket
+ * whose other end is gone, which raises SIGPIPE in the calling thread
+ * (unless blocked or ignored) and fails with EPIPE. */
+static void write_to_dead_peer(void)
+{
+    int fds[2];
+
+    if (pipe(fds) != 0)
+        return;
+    close(fds[0]);
+    if (write(fds[1], "x", 1) < 0) {
+        /* EPIPE, as expected */
+    }
+    close(fds[1]);
+}
+
 /* Slot-level call: fault plan, token removal, delay. */
 static CK_RV plain_begin(struct call *c, int fid)
 {
@@ -882,6 +900,8 @@ static CK_RV plain_begin(struct call *c, int fid)
         rv = CKR_TOKEN_NOT_PRESENT;
     }
     unlock();
+    if (c->no_peer)
+        write_to_dead_peer();
     sleep_us(c->delay);
     return rv;
 }
@@ -951,6 +971,8 @@ static CK_RV sess_begin(struct call *c, int fid, CK_SESSION_HANDLE vh)
         }
     }
     unlock();
+    if (c->no_peer)
+        write_to_dead_peer();
     sleep_us(c->delay);
     return rv;
 }
@@ -1251,8 +1273,11 @@ static CK_RV shim_C_Initialize(CK_VOID_PTR args)
         /* Nobody to connect to; or still initialised, connection and all. */
         rv = g.server_down ? CKR_DEVICE_ERROR : CKR_CRYPTOKI_ALREADY_INITIALIZED;
         c.forward = 0;
+        c.no_peer = g.server_down;
     }
     unlock();
+    if (c.no_peer)
+        write_to_dead_peer();
     if (c.forward)
         rv = c.fl->C_Initialize(args);
     if (c.forward && rv == CKR_OK) {

@@ -126,7 +126,9 @@ void p11shim_remove_token(int removed);
  * down != 0: the connection to a remote token is lost, as p11-kit-client.so's
  * when its server dies: every call but C_Initialize and C_Finalize returns
  * CKR_DEVICE_ERROR (the real sessions are closed), and so does C_Initialize
- * while the server is down.  down = 0: the server is back, but the calls
+ * while the server is down; each such call first writes to a pipe whose
+ * reader is gone, which raises SIGPIPE in the calling thread, as the
+ * client's write to its dead server does.  down = 0: the server is back, but the calls
  * still fail until the caller starts again: C_Finalize, then C_Initialize
  * (before C_Finalize it answers CKR_CRYPTOKI_ALREADY_INITIALIZED); after
  * that, everything works, with new sessions and a new login.
