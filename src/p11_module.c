@@ -152,6 +152,7 @@ static void reset_module_locks(void)
              * at its exit. */
             atomic_store(&loaded[i]->inflight, 0);
             pthread_mutex_init(&loaded[i]->lock, NULL);
+            pthread_mutex_init(&loaded[i]->lost_lock, NULL);
             if (loaded[i]->token_hooks != NULL)
                 loaded[i]->token_hooks->reset_locks(loaded[i]);
         }
@@ -379,6 +380,7 @@ CK_RV p11_module_load(const char *path, const p11_module_settings *settings,
     if (m == NULL)
         return CKR_HOST_MEMORY;
     pthread_mutex_init(&m->lock, NULL);
+    pthread_mutex_init(&m->lost_lock, NULL);
     m->path = strdup(path);
     m->init_args = settings->init_args != NULL ? strdup(settings->init_args) : NULL;
     m->pool_size = settings->pool_size;
@@ -538,29 +540,49 @@ static void drain_calls(p11_module *m)
         nanosleep(&tick, NULL);
 }
 
-int p11_module_lost(p11_module *m, unsigned gen)
+static unsigned next_backoff(unsigned ms)
 {
-    CK_ULONG n = 0;
+    return ms == 0                         ? LOST_BACKOFF_MIN_MS
+           : ms >= LOST_BACKOFF_MAX_MS / 2 ? LOST_BACKOFF_MAX_MS
+                                           : ms * 2;
+}
+
+int p11_module_lost(p11_module *m, CK_SLOT_ID slot, unsigned gen)
+{
+    CK_SLOT_INFO si;
+    long long now;
     CK_RV rv;
 
-    if (m->fl == NULL)
+    if (m->fl == NULL || p11_process_exiting())
         return 0;
     if (!atomic_load(&m->ready))
         return atomic_load(&m->lost);
-    /* A token removed from a reader leaves the module able to list its
-     * slots; a client that lost its server cannot. */
-    rv = P11_CALL(m, C_GetSlotList, CK_FALSE, NULL, &n);
+    /* A token taken out of its reader leaves the slot there; a client that
+     * lost its server cannot even describe it. */
+    rv = P11_CALL(m, C_GetSlotInfo, slot, &si);
     if (rv == CKR_OK)
         return 0;
-    pthread_mutex_lock(&m->lock);
+    now = now_ms();
+    pthread_mutex_lock(&m->lost_lock);
     if (atomic_load(&m->gen) == gen && atomic_load(&m->ready)) {
-        p11_debug("module %s cannot list its slots (C_GetSlotList -> %s): connection "
-                  "lost; it is started again at the next call",
-                  m->path, p11_rv_name(rv) != NULL ? p11_rv_name(rv) : "?");
+        p11_debug("module %s cannot describe slot %lu (C_GetSlotInfo -> %s): "
+                  "connection lost; it is started again at the next call",
+                  m->path, (unsigned long)slot,
+                  p11_rv_name(rv) != NULL ? p11_rv_name(rv) : "?");
+        /* Lost again soon after it was started: the other end is not back
+         * for good, so wait longer each time; a loss after a long healthy
+         * run is retried at once. */
+        if (now - m->started_ms < LOST_BACKOFF_MAX_MS) {
+            m->backoff_ms = next_backoff(m->backoff_ms);
+            m->retry_ms = now + m->backoff_ms;
+        } else {
+            m->backoff_ms = 0;
+            m->retry_ms = 0;
+        }
         atomic_store(&m->lost, 1);
         atomic_store(&m->ready, 0);
     }
-    pthread_mutex_unlock(&m->lock);
+    pthread_mutex_unlock(&m->lost_lock);
     return 1;
 }
 
@@ -583,40 +605,44 @@ CK_RV p11_module_ready(p11_module *m)
                         ? START_AFTER_FORK
                     : atomic_load(&m->lost) ? START_AFTER_LOSS
                                             : START_FIRST;
-        long long now = now_ms();
+        long long now = now_ms(), retry;
 
-        if (start == START_AFTER_LOSS && now < m->retry_ms) {
+        pthread_mutex_lock(&m->lost_lock);
+        retry = m->retry_ms;
+        pthread_mutex_unlock(&m->lost_lock);
+        if (start == START_AFTER_LOSS && now < retry) {
             /* Until it is back, each call fails at once, clearly. */
             rv = p11_fail(CKR_DEVICE_ERROR, "C_Initialize",
-                          "module %s lost its connection to the token and could not "
-                          "start again; next attempt in %lld ms",
-                          m->path, m->retry_ms - now);
+                          "module %s lost its connection to the token; next attempt to "
+                          "start it again in %lld ms",
+                          m->path, retry - now);
         } else {
             if (start == START_AFTER_LOSS)
                 drain_calls(m);
             rv = initialise(m, start);
+            pthread_mutex_lock(&m->lost_lock);
             if (rv == CKR_OK) {
                 /* Every session and object handle from before is now dead. */
                 atomic_fetch_add(&m->gen, 1);
+                m->started_ms = now_ms();
+                atomic_store(&m->lost, 0);
+            } else if (start == START_AFTER_LOSS) {
+                m->backoff_ms = next_backoff(m->backoff_ms);
+                m->retry_ms = now_ms() + m->backoff_ms;
+                rv = p11_fail(rv, "C_Initialize",
+                              "module %s lost its connection to the token and could not "
+                              "start again; next attempt in %u ms",
+                              m->path, m->backoff_ms);
+            }
+            pthread_mutex_unlock(&m->lost_lock);
+            if (rv == CKR_OK) {
                 if (m->token_hooks != NULL)
                     m->token_hooks->forget_sessions(m);
                 atomic_store(&m->ready_fork_gen, fg);
                 if (start == START_AFTER_LOSS)
                     p11_debug("module %s started again after its connection was lost",
                               m->path);
-                atomic_store(&m->lost, 0);
-                m->backoff_ms = 0;
                 atomic_store_explicit(&m->ready, 1, memory_order_release);
-            } else if (start == START_AFTER_LOSS) {
-                m->backoff_ms = m->backoff_ms == 0 ? LOST_BACKOFF_MIN_MS
-                                : m->backoff_ms >= LOST_BACKOFF_MAX_MS / 2
-                                    ? LOST_BACKOFF_MAX_MS
-                                    : m->backoff_ms * 2;
-                m->retry_ms = now_ms() + m->backoff_ms;
-                rv = p11_fail(rv, "C_Initialize",
-                              "module %s lost its connection to the token and could not "
-                              "start again; next attempt in %u ms",
-                              m->path, m->backoff_ms);
             }
         }
     }
@@ -635,6 +661,7 @@ static void module_destroy(p11_module *m)
     if (m->dl != NULL)
         dlclose(m->dl);
     pthread_mutex_destroy(&m->lock);
+    pthread_mutex_destroy(&m->lost_lock);
     free(m->path);
     free(m->init_args);
     free(m);

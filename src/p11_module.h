@@ -42,12 +42,17 @@ typedef struct p11_module {
     atomic_uint inflight;
     /* The module lost its connection to the token (a remote token whose
      * server went away, p11_module_lost): the next p11_module_ready()
-     * finalises and initialises it again, but not before retry_ms (the
-     * CLOCK_MONOTONIC time in ms) after a failed attempt, so that a server
-     * that stays away costs each call a clear error, not a reconnection. */
+     * finalises and initialises it again, but not before retry_ms (ms of
+     * CLOCK_MONOTONIC) when the last attempt failed or its connection was
+     * lost again soon after: a server that stays away costs each call a
+     * clear error, not a reconnection. lost_lock guards what follows and is
+     * taken alone, or inside lock (never the other way round: a loss is
+     * noticed with token locks held). */
     atomic_int lost;
-    unsigned backoff_ms; /* under lock */
-    long long retry_ms;  /* under lock */
+    pthread_mutex_t lost_lock;
+    unsigned backoff_ms;  /* 0: the next loss is retried at once */
+    long long retry_ms;   /* no attempt before */
+    long long started_ms; /* the last successful C_Initialize */
 
     /* From p11_module_settings at load; never written afterwards. */
     unsigned pool_size;       /* 0: online CPUs, capped by the token's max sessions */
@@ -82,12 +87,14 @@ CK_RV p11_module_ready(p11_module *m);
 /* Finalises (if we initialised it) and unloads. */
 void p11_module_free(p11_module *m);
 
-/* After a call answered CKR_DEVICE_ERROR, CKR_DEVICE_REMOVED or
- * CKR_GENERAL_ERROR: whether the module itself, not one token, is gone
- * (it cannot even list its slots: a remote token's connection died). If
- * so, and no one re-initialised it since generation gen, it is marked lost:
- * the next p11_module_ready() re-initialises it, as after fork. */
-int p11_module_lost(p11_module *m, unsigned gen);
+/* After a call on slot answered CKR_DEVICE_ERROR, CKR_DEVICE_REMOVED,
+ * CKR_GENERAL_ERROR or CKR_SLOT_ID_INVALID: whether the module itself, not
+ * one token, is gone: it cannot tell about the slot any more (a remote
+ * token's connection died, or the module was started while its server was
+ * away and has no such slot). If so, and no one re-initialised it since
+ * generation gen, it is marked lost: the next p11_module_ready()
+ * re-initialises it, as after fork. Takes no lock but lost_lock. */
+int p11_module_lost(p11_module *m, CK_SLOT_ID slot, unsigned gen);
 
 /* C_SessionCancel of the operation kind running on h (a p11_op_kind);
  * CKR_FUNCTION_NOT_SUPPORTED when the module has none. */

@@ -62,11 +62,11 @@ p11_action p11_recover_action(p11_token *t, CK_RV rv, unsigned mgen)
     p11_action a = p11_recover_classify(rv);
 
     if (t == NULL || t->m == NULL || t->m->fl == NULL ||
-        (a != P11_ACT_TOKEN_GONE && rv != CKR_GENERAL_ERROR))
+        (a != P11_ACT_TOKEN_GONE && rv != CKR_GENERAL_ERROR && rv != CKR_SLOT_ID_INVALID))
         return a;
     /* Started again by another thread since the step began: its sessions
      * were of the dead connection, and a retry finds the new one. */
-    if (atomic_load(&t->m->gen) != mgen || p11_module_lost(t->m, mgen))
+    if (atomic_load(&t->m->gen) != mgen || p11_module_lost(t->m, t->slot, mgen))
         return P11_ACT_MODULE;
     return a;
 }
