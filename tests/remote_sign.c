@@ -15,6 +15,12 @@
  *   start-server   start it again: signing works again within seconds,
  *                  without restarting this program.
  * Exit status 0 when every step went as said and no signature was wrong.
+ *
+ * p11-kit 0.24's RPC client (Debian 12) can leave a caller blocked for ever
+ * when the connection drops under it: a thread that read another caller's
+ * reply header waits for that caller, which meets the end of the stream and
+ * returns without waking it. Such a thread is counted and named at the end,
+ * not joined; the other threads must go on signing.
  */
 #include "conc_util.h"
 
@@ -31,6 +37,7 @@
 static ct_key key;
 static atomic_int stop;
 static atomic_ulong n_ok, n_failed;
+static atomic_int n_done;
 static pthread_mutex_t err_mu = PTHREAD_MUTEX_INITIALIZER;
 static char last_err[1024];
 
@@ -61,6 +68,7 @@ static void *signer(void *arg)
             ct_fail("thread %d: signature %d does not verify", who, i);
         atomic_fetch_add(&n_ok, 1);
     }
+    atomic_fetch_add(&n_done, 1);
     return NULL;
 }
 
@@ -184,11 +192,20 @@ int main(int argc, char **argv)
     back_again("server started again", 15);
 
     atomic_store(&stop, 1);
-    for (int i = 0; i < nthreads; i++)
-        pthread_join(th[i], NULL);
+    for (int i = 0; i < 100 && atomic_load(&n_done) < nthreads; i++)
+        usleep(50000);
     printf("in all: %lu signatures verified, %lu failed while the server was away\n",
            atomic_load(&n_ok), atomic_load(&n_failed));
-    ct_key_free(&key);
+    if (atomic_load(&n_done) == nthreads) {
+        for (int i = 0; i < nthreads; i++)
+            pthread_join(th[i], NULL);
+        ct_key_free(&key);
+    } else {
+        /* Not joined and the key not freed: they are inside the module. */
+        printf("note: %d thread(s) still blocked inside the module's call after 5 s "
+               "(p11-kit 0.24's RPC client when the connection drops)\n",
+               nthreads - atomic_load(&n_done));
+    }
     ct_watchdog(0, NULL);
     return ct_result("remote token gone and back");
 usage:
