@@ -226,11 +226,13 @@ void p11_debug(const char *fmt, ...)
 static _Thread_local int sigpipe_blocked;
 static _Thread_local sigset_t sigpipe_saved;
 
-/* Two system calls per module call, three with the check below (measured:
- * a fraction of a microsecond, against tens of microseconds for the
- * cheapest signature in SoftHSM2); done for every module, since any module
- * behind p11-kit's proxy may be remote and the cost does not justify
- * guessing. */
+/* Three system calls per outermost module call (block, consume, restore).
+ * Measured with SoftHSM2 and P-256 signatures, one thread, sign+verify:
+ * 531 against 518 us, within the noise, on a virtual machine where one of
+ * these calls costs about 4 us (on bare metal, about 0.1 us). Done for every
+ * module: any module behind p11-kit's proxy may be a remote one, and a
+ * module that reconnects by itself may succeed after the write that raised
+ * SIGPIPE, so the check runs whatever the call answered. */
 void p11_sigpipe_block(void)
 {
     sigset_t pipe;
