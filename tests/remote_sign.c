@@ -72,6 +72,17 @@ static void *signer(void *arg)
     return NULL;
 }
 
+/* A copy of the last failure's text, for messages of the main thread. */
+static const char *last_error(void)
+{
+    static char copy[sizeof(last_err)];
+
+    pthread_mutex_lock(&err_mu);
+    memcpy(copy, last_err, sizeof(copy));
+    pthread_mutex_unlock(&err_mu);
+    return copy;
+}
+
 static void snapshot(unsigned long *ok, unsigned long *failed)
 {
     *ok = atomic_load(&n_ok);
@@ -116,7 +127,7 @@ static void back_again(const char *when, unsigned secs)
     } while (o1 == o0 && ct_now_ms() - t0 < secs * 1000.0);
     if (o1 == o0) {
         ct_fail("%s: no signature worked within %u s (last error: %s)", when, secs,
-                last_err);
+                last_error());
         return;
     }
     printf("%s: signing again after %.0f ms (%lu failed meanwhile)\n", when,
@@ -124,7 +135,7 @@ static void back_again(const char *when, unsigned secs)
     window(1000, &ok, &failed);
     printf("%s, the next second: %lu signatures, %lu failed\n", when, ok, failed);
     if (ok == 0 || failed != 0)
-        ct_fail("%s: signing is not steady again (last error: %s)", when, last_err);
+        ct_fail("%s: signing is not steady again (last error: %s)", when, last_error());
 }
 
 int main(int argc, char **argv)
@@ -174,7 +185,7 @@ int main(int argc, char **argv)
     window(1000, &ok, &failed);
     printf("before: %lu signatures, %lu failed\n", ok, failed);
     if (ok == 0 || failed != 0)
-        ct_fail("before: signing does not work (last error: %s)", last_err);
+        ct_fail("before: signing does not work (last error: %s)", last_error());
 
     hook(cmd, "kill-remote");
     back_again("serving process killed", 10);
@@ -182,11 +193,11 @@ int main(int argc, char **argv)
     hook(cmd, "stop-server");
     window(1000, &ok, &failed);
     printf("server away: %lu signatures, %lu failed; last error: %s\n", ok, failed,
-           last_err);
+           last_error());
     if (failed == 0)
         ct_fail("server away: no signature failed");
-    else if (strstr(last_err, "CKR_") == NULL)
-        ct_fail("server away: the error does not name a CKR_ code: %s", last_err);
+    else if (strstr(last_error(), "CKR_") == NULL)
+        ct_fail("server away: the error does not name a CKR_ code: %s", last_error());
 
     hook(cmd, "start-server");
     back_again("server started again", 15);
