@@ -13,7 +13,18 @@
  * OpenSSL's own update releases it) and keeps the ciphertext here; final
  * has the token decrypt ciphertext||tag with the AAD, which checks the
  * tag, and wipes the result. The whole ciphertext is buffered until
- * final, and the token works twice. */
+ * final, and the token works twice.
+ *
+ * A token that does GCM in one call only (NSS's softokn refuses
+ * C_EncryptUpdate with CKR_OPERATION_NOT_INITIALIZED): the first update
+ * finds out, and from then on each update runs the whole message so far
+ * through one C_Encrypt and releases the part that is new. GCM's keystream
+ * depends only on key, IV and position, so the earlier part comes out as
+ * before, and the last run's tag is the message's. Quadratic in the number
+ * of updates, but an application that gives the message in one update (the
+ * usual case) pays one token call, and one more at final only for an empty
+ * message. EVP gives GCM's final no room for output, so buffering the
+ * data until final is not an option. */
 #include "hp_cipher_local.h"
 
 #include <openssl/core_names.h>
@@ -40,9 +51,85 @@ static int gcm_iv_ready(cipher_ctx *c)
     return 0;
 }
 
+/* Whether rv, from the first update of a GCM operation that the token
+ * began, says the token does GCM in one call only. */
+static int refuses_parts(CK_RV rv)
+{
+    return rv == CKR_OPERATION_NOT_INITIALIZED || rv == CKR_FUNCTION_NOT_SUPPORTED ||
+           rv == CKR_MECHANISM_INVALID;
+}
+
+/* One-part GCM: all len bytes (the message so far) through one C_Encrypt;
+ * the bytes from `from` on go to out (NULL: none wanted). Encryption: with
+ * the AAD, and the tag kept. Decryption: the keystream, as in parts. */
+static int gcm_one_part_run(cipher_ctx *c, const unsigned char *all, size_t len,
+                            size_t from, unsigned char *out)
+{
+    CK_GCM_PARAMS gcm;
+    CK_MECHANISM mech = {CKM_AES_GCM, &gcm, sizeof(gcm)};
+    size_t cap = len + GCM_TAG_MAX;
+    unsigned char *res = OPENSSL_malloc(cap);
+    CK_ULONG rlen = cap;
+    CK_RV rv;
+
+    if (res == NULL)
+        return 0;
+    memset(&gcm, 0, sizeof(gcm));
+    gcm.pIv = c->oiv;
+    gcm.ulIvLen = c->ivlen;
+    gcm.ulIvBits = c->ivlen * 8;
+    gcm.ulTagBits = GCM_TAG_MAX * 8;
+    if (c->enc) {
+        gcm.pAAD = c->aad;
+        gcm.ulAADLen = c->aadlen;
+    }
+    rv = p11_secret_op_init(&c->op, c->key, P11_ENCRYPT, &mech);
+    if (rv == CKR_OK)
+        /* Modules refuse a NULL buffer even for no data. */
+        rv = p11_op_oneshot(&c->op, all != NULL ? all : res, len, res, &rlen);
+    p11_op_abort(&c->op); /* the lease goes back whatever happened */
+    if (rv == CKR_OK && rlen != len + GCM_TAG_MAX) {
+        OPENSSL_clear_free(res, cap);
+        hp_raise(c->pctx, HP_R_UNSUPPORTED,
+                 "AES-GCM: token \"%s\" returned %lu bytes at C_Encrypt for %zu bytes "
+                 "of data: not the data and a %d-byte tag",
+                 c->key->tok->label, (unsigned long)rlen, len, GCM_TAG_MAX);
+        return 0;
+    }
+    if (rv == CKR_OK) {
+        if (out != NULL)
+            memcpy(out, res + from, len - from);
+        if (c->enc)
+            memcpy(c->tag, res + len, GCM_TAG_MAX);
+    }
+    OPENSSL_clear_free(res, cap);
+    if (rv != CKR_OK)
+        return cipher_raise_rv(c, rv);
+    c->iv_state = IV_USED;
+    return 1;
+}
+
+/* The new data of an update, in one-part mode: appended to what came
+ * before (c->ct: the plaintext when encrypting, the ciphertext when
+ * decrypting, which final checks) and the whole run again. */
+static int gcm_one_part_update(cipher_ctx *c, unsigned char *out, const unsigned char *in,
+                               size_t inl)
+{
+    if (c->enc) {
+        if (!cipher_grow(&c->ct, &c->ctcap, c->ctlen + inl + GCM_TAG_MAX))
+            return 0;
+        memcpy(c->ct + c->ctlen, in, inl);
+        c->ctlen += inl;
+    }
+    return gcm_one_part_run(c, c->ct, c->ctlen, c->ctlen - inl, out);
+}
+
 int gcm_update(cipher_ctx *c, unsigned char *out, size_t *outl, size_t outsize,
                const unsigned char *in, size_t inl)
 {
+    CK_ULONG olen = inl;
+    CK_RV rv;
+
     *outl = 0;
     if (!gcm_iv_ready(c))
         return 0;
@@ -70,10 +157,44 @@ int gcm_update(cipher_ctx *c, unsigned char *out, size_t *outl, size_t outsize,
         memcpy(c->ct + c->ctlen, in, inl);
         c->ctlen += inl;
     }
-    if (!p11_op_running(&c->op) && !cipher_start(c))
+    if (inl == 0) {
+        *outl = 0;
+        return 1;
+    }
+    if (c->gcm_one_part) {
+        if (!gcm_one_part_update(c, out, in, inl))
+            return 0;
+        *outl = inl;
+        return 1;
+    }
+    if (!p11_op_running(&c->op)) {
+        if (!cipher_start(c))
+            return 0;
+        rv = p11_op_update(&c->op, in, inl, out, &olen);
+        if (refuses_parts(rv)) {
+            /* The first data of this operation: nothing was released yet,
+             * and the failed step gave the session back (its operation
+             * ended or the session closed). */
+            p11_failure_clear();
+            c->gcm_one_part = 1;
+            if (!gcm_one_part_update(c, out, in, inl))
+                return 0;
+            *outl = inl;
+            return 1;
+        }
+        if (rv != CKR_OK)
+            return cipher_raise_rv(c, rv);
+        if (olen != inl) {
+            p11_op_abort(&c->op);
+            hp_raise(c->pctx, HP_R_UNSUPPORTED,
+                     "AES-GCM: token \"%s\" returned %lu bytes for %zu: hsmprov needs a "
+                     "token that does not hold data back in this mode",
+                     c->key->tok->label, (unsigned long)olen, inl);
+            return 0;
+        }
+    } else if (!cipher_through(c, in, inl, out)) {
         return 0;
-    if (!cipher_through(c, in, inl, out))
-        return 0;
+    }
     *outl = inl;
     return 1;
 }
@@ -82,11 +203,32 @@ static int gcm_encrypt_final(cipher_ctx *c)
 {
     unsigned char scratch[GCM_TAG_MAX];
     CK_ULONG len = sizeof(scratch);
+    int fresh;
     CK_RV rv;
 
-    if (!p11_op_running(&c->op) && !cipher_start(c))
+    if (c->gcm_one_part) {
+        /* The tag of the last run is the message's; an empty message has
+         * had none. */
+        if (c->iv_state != IV_USED && !gcm_one_part_run(c, c->ct, 0, 0, NULL))
+            return 0;
+        OPENSSL_cleanse(c->ct, c->ctcap);
+        c->ctlen = 0;
+        c->tag_ready = 1;
+        return 1;
+    }
+    fresh = !p11_op_running(&c->op);
+    if (fresh && !cipher_start(c))
         return 0;
     rv = p11_op_final(&c->op, scratch, &len);
+    if (fresh && refuses_parts(rv)) {
+        /* An empty message, on a token that does GCM in one call only. */
+        p11_failure_clear();
+        c->gcm_one_part = 1;
+        if (!gcm_one_part_run(c, c->ct, 0, 0, NULL))
+            return 0;
+        c->tag_ready = 1;
+        return 1;
+    }
     if (rv != CKR_OK)
         return cipher_raise_rv(c, rv);
     if (len != GCM_TAG_MAX) {

@@ -68,8 +68,12 @@ typedef struct cipher_ctx {
     unsigned char tag[GCM_TAG_MAX];
     size_t taglen;     /* decryption: length of the tag set; UNSET if none */
     int tag_ready;     /* encryption: the tag of the last message is known */
-    unsigned char *ct; /* decryption: the ciphertext, checked at final */
+    unsigned char *ct; /* decryption: the ciphertext, checked at final;
+                          encryption in one part: the plaintext so far */
     size_t ctlen, ctcap;
+    /* The token refused GCM in parts (NSS's softokn does it in one call
+     * only): each update runs the whole message so far in one call. */
+    int gcm_one_part;
 
     /* Made inside a module call: everything goes to this default provider
      * context instead (see the top of the file). */

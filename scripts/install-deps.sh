@@ -12,7 +12,7 @@ packages=(
     libp11-kit-dev p11-kit p11-kit-modules  # RFC 7512 URI parser, p11-kit-proxy.so
     softhsm2                           # the PKCS#11 token the tests and the demo use
     opensc                             # pkcs11-tool, to put keys and certificates in it
-    libnss3                            # libsoftokn3.so: a module with vendor return codes
+    libnss3 libnss3-tools              # NSS's softokn as a second module (tests/nss.sh), certutil
     procps util-linux bsdutils         # kill/ps, setsid, script (PIN prompt test)
     gnuplot-nox                        # bench/: the plot
 )

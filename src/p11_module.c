@@ -4,8 +4,10 @@
 #include "p11_names.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,6 +152,7 @@ static void reset_module_locks(void)
              * at its exit. */
             atomic_store(&loaded[i]->inflight, 0);
             pthread_mutex_init(&loaded[i]->lock, NULL);
+            pthread_mutex_init(&loaded[i]->lost_lock, NULL);
             if (loaded[i]->token_hooks != NULL)
                 loaded[i]->token_hooks->reset_locks(loaded[i]);
         }
@@ -217,6 +220,48 @@ void p11_debug(const char *fmt, ...)
     /* One line per event, whatever the text from outside holds. */
     p11_escape_controls(line, sizeof(line), raw);
     fprintf(stderr, "hsmprov: %s\n", line);
+}
+
+/* Whether p11_sigpipe_block() blocked SIGPIPE, and the mask it replaced. */
+static _Thread_local int sigpipe_blocked;
+static _Thread_local sigset_t sigpipe_saved;
+
+/* Three system calls per outermost module call (block, consume, restore).
+ * Measured with SoftHSM2 and P-256 signatures, one thread, sign+verify:
+ * 531 against 518 us, within the noise, on a virtual machine where one of
+ * these calls costs about 4 us (on bare metal, about 0.1 us). Done for every
+ * module: any module behind p11-kit's proxy may be a remote one, and a
+ * module that reconnects by itself may succeed after the write that raised
+ * SIGPIPE, so the check runs whatever the call answered. */
+void p11_sigpipe_block(void)
+{
+    sigset_t pipe;
+
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    /* Blocked already: the application handles it; leave it alone. */
+    sigpipe_blocked = pthread_sigmask(SIG_BLOCK, &pipe, &sigpipe_saved) == 0 &&
+                      !sigismember(&sigpipe_saved, SIGPIPE);
+}
+
+void p11_sigpipe_restore(void)
+{
+    static const struct timespec now = {0, 0};
+    sigset_t pipe;
+    int saved_errno = errno;
+
+    if (!sigpipe_blocked)
+        return;
+    sigpipe_blocked = 0;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    /* A SIGPIPE pending now was raised by the module's write in this call
+     * (one pending before the block would have been delivered, or dropped
+     * if ignored): consumed, never delivered. */
+    while (sigtimedwait(&pipe, NULL, &now) == SIGPIPE)
+        ;
+    pthread_sigmask(SIG_SETMASK, &sigpipe_saved, NULL);
+    errno = saved_errno;
 }
 
 void p11_err_mark(void)
@@ -333,6 +378,7 @@ CK_RV p11_module_load(const char *path, const p11_module_settings *settings,
     if (m == NULL)
         return CKR_HOST_MEMORY;
     pthread_mutex_init(&m->lock, NULL);
+    pthread_mutex_init(&m->lost_lock, NULL);
     m->path = strdup(path);
     m->init_args = settings->init_args != NULL ? strdup(settings->init_args) : NULL;
     m->pool_size = settings->pool_size;
@@ -378,12 +424,22 @@ err:
     return rv;
 }
 
+/* Why a module is (re)initialised. */
+enum { START_FIRST, START_AFTER_FORK, START_AFTER_LOSS };
+
 /* Called with m->lock held. */
-static CK_RV initialise_here(p11_module *m, int after_fork)
+static CK_RV initialise_here(p11_module *m, int start)
 {
     CK_C_INITIALIZE_ARGS args = {0};
+    int after_fork = start == START_AFTER_FORK;
     CK_RV rv;
 
+    if (start == START_AFTER_LOSS && m->owns_init) {
+        /* A client module (p11-kit-client.so) connects at C_Initialize and
+         * never again by itself: end its state, whatever it answers. */
+        P11_CALL(m, C_Finalize, NULL);
+        m->owns_init = 0;
+    }
     args.flags = CKF_OS_LOCKING_OK;
     args.pReserved = m->init_args;
     rv = P11_CALL(m, C_Initialize, &args);
@@ -421,7 +477,7 @@ info:
 
 struct init_job {
     p11_module *m;
-    int after_fork;
+    int start;
     CK_RV rv;
     p11_failure failure;
 };
@@ -431,7 +487,7 @@ static void *init_thread(void *arg)
     struct init_job *job = arg;
     const p11_failure *f;
 
-    job->rv = initialise_here(job->m, job->after_fork);
+    job->rv = initialise_here(job->m, job->start);
     f = p11_last_failure();
     if (f != NULL)
         job->failure = *f;
@@ -444,17 +500,88 @@ static void *init_thread(void *arg)
  * OpenSSL (SoftHSM2) queues OpenSSL errors while it starts, inside marks of
  * its own that a mark of ours cannot see past; that thread's error queue
  * dies with it, so the caller's queue stays as it was. */
-static CK_RV initialise(p11_module *m, int after_fork)
+static CK_RV initialise(p11_module *m, int start)
 {
-    struct init_job job = {m, after_fork, CKR_GENERAL_ERROR, {0}};
+    struct init_job job = {m, start, CKR_GENERAL_ERROR, {0}};
     pthread_t th;
 
     if (pthread_create(&th, NULL, init_thread, &job) != 0)
-        return initialise_here(m, after_fork);
+        return initialise_here(m, start);
     pthread_join(th, NULL);
     if (job.rv != CKR_OK && job.failure.call != NULL)
         p11_fail(job.failure.rv, job.failure.call, "%s", job.failure.what);
     return job.rv;
+}
+
+/* Back-off between attempts to start a module that lost its connection. */
+#define LOST_BACKOFF_MIN_MS 100
+#define LOST_BACKOFF_MAX_MS 2000
+/* How long a re-initialisation waits for other threads' calls to leave the
+ * module (PKCS#11 leaves C_Finalize during other calls undefined; calls on
+ * a lost connection fail fast). */
+#define LOST_DRAIN_MS 1000
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void drain_calls(p11_module *m)
+{
+    struct timespec tick = {0, 1000000};
+
+    for (int i = 0; i < LOST_DRAIN_MS && p11_call_depth == 0 && atomic_load(&m->inflight);
+         i++)
+        nanosleep(&tick, NULL);
+}
+
+static unsigned next_backoff(unsigned ms)
+{
+    return ms == 0                         ? LOST_BACKOFF_MIN_MS
+           : ms >= LOST_BACKOFF_MAX_MS / 2 ? LOST_BACKOFF_MAX_MS
+                                           : ms * 2;
+}
+
+int p11_module_lost(p11_module *m, CK_SLOT_ID slot, unsigned gen)
+{
+    CK_SLOT_INFO si;
+    long long now;
+    CK_RV rv;
+
+    if (m->fl == NULL || p11_process_exiting())
+        return 0;
+    if (!atomic_load(&m->ready))
+        return atomic_load(&m->lost);
+    /* A token taken out of its reader leaves the slot there; a client that
+     * lost its server cannot even describe it. */
+    rv = P11_CALL(m, C_GetSlotInfo, slot, &si);
+    if (rv == CKR_OK)
+        return 0;
+    now = now_ms();
+    pthread_mutex_lock(&m->lost_lock);
+    if (atomic_load(&m->gen) == gen && atomic_load(&m->ready)) {
+        p11_debug("module %s cannot describe slot %lu (C_GetSlotInfo -> %s): "
+                  "connection lost; it is started again at the next call",
+                  m->path, (unsigned long)slot,
+                  p11_rv_name(rv) != NULL ? p11_rv_name(rv) : "?");
+        /* Lost again soon after it was started: the other end is not back
+         * for good, so wait longer each time; a loss after a long healthy
+         * run is retried at once. */
+        if (now - m->started_ms < LOST_BACKOFF_MAX_MS) {
+            m->backoff_ms = next_backoff(m->backoff_ms);
+            m->retry_ms = now + m->backoff_ms;
+        } else {
+            m->backoff_ms = 0;
+            m->retry_ms = 0;
+        }
+        atomic_store(&m->lost, 1);
+        atomic_store(&m->ready, 0);
+    }
+    pthread_mutex_unlock(&m->lost_lock);
+    return 1;
 }
 
 CK_RV p11_module_ready(p11_module *m)
@@ -472,16 +599,49 @@ CK_RV p11_module_ready(p11_module *m)
         rv = p11_fail(CKR_CRYPTOKI_NOT_INITIALIZED, "C_Initialize",
                       "module %s: the process is exiting", m->path);
     } else if (!atomic_load(&m->ready) || atomic_load(&m->ready_fork_gen) != fg) {
-        int after_fork = atomic_load(&m->ready) && atomic_load(&m->ready_fork_gen) != fg;
+        int start = atomic_load(&m->ready) && atomic_load(&m->ready_fork_gen) != fg
+                        ? START_AFTER_FORK
+                    : atomic_load(&m->lost) ? START_AFTER_LOSS
+                                            : START_FIRST;
+        long long now = now_ms(), retry;
 
-        rv = initialise(m, after_fork);
-        if (rv == CKR_OK) {
-            /* Every session and object handle from before is now dead. */
-            atomic_fetch_add(&m->gen, 1);
-            if (m->token_hooks != NULL)
-                m->token_hooks->forget_sessions(m);
-            atomic_store(&m->ready_fork_gen, fg);
-            atomic_store_explicit(&m->ready, 1, memory_order_release);
+        pthread_mutex_lock(&m->lost_lock);
+        retry = m->retry_ms;
+        pthread_mutex_unlock(&m->lost_lock);
+        if (start == START_AFTER_LOSS && now < retry) {
+            /* Until it is back, each call fails at once, clearly. */
+            rv = p11_fail(CKR_DEVICE_ERROR, "C_Initialize",
+                          "module %s lost its connection to the token; next attempt to "
+                          "start it again in %lld ms",
+                          m->path, retry - now);
+        } else {
+            if (start == START_AFTER_LOSS)
+                drain_calls(m);
+            rv = initialise(m, start);
+            pthread_mutex_lock(&m->lost_lock);
+            if (rv == CKR_OK) {
+                /* Every session and object handle from before is now dead. */
+                atomic_fetch_add(&m->gen, 1);
+                m->started_ms = now_ms();
+                atomic_store(&m->lost, 0);
+            } else if (start == START_AFTER_LOSS) {
+                m->backoff_ms = next_backoff(m->backoff_ms);
+                m->retry_ms = now_ms() + m->backoff_ms;
+                rv = p11_fail(rv, "C_Initialize",
+                              "module %s lost its connection to the token and could not "
+                              "start again; next attempt in %u ms",
+                              m->path, m->backoff_ms);
+            }
+            pthread_mutex_unlock(&m->lost_lock);
+            if (rv == CKR_OK) {
+                if (m->token_hooks != NULL)
+                    m->token_hooks->forget_sessions(m);
+                atomic_store(&m->ready_fork_gen, fg);
+                if (start == START_AFTER_LOSS)
+                    p11_debug("module %s started again after its connection was lost",
+                              m->path);
+                atomic_store_explicit(&m->ready, 1, memory_order_release);
+            }
         }
     }
     pthread_mutex_unlock(&m->lock);
@@ -499,6 +659,7 @@ static void module_destroy(p11_module *m)
     if (m->dl != NULL)
         dlclose(m->dl);
     pthread_mutex_destroy(&m->lock);
+    pthread_mutex_destroy(&m->lost_lock);
     free(m->path);
     free(m->init_args);
     free(m);

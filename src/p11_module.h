@@ -40,6 +40,19 @@ typedef struct p11_module {
      * finalises the module only once none is left (PKCS#11 leaves
      * C_Finalize during other calls undefined). */
     atomic_uint inflight;
+    /* The module lost its connection to the token (a remote token whose
+     * server went away, p11_module_lost): the next p11_module_ready()
+     * finalises and initialises it again, but not before retry_ms (ms of
+     * CLOCK_MONOTONIC) when the last attempt failed or its connection was
+     * lost again soon after: a server that stays away costs each call a
+     * clear error, not a reconnection. lost_lock guards what follows and is
+     * taken alone, or inside lock (never the other way round: a loss is
+     * noticed with token locks held). */
+    atomic_int lost;
+    pthread_mutex_t lost_lock;
+    unsigned backoff_ms;  /* 0: the next loss is retried at once */
+    long long retry_ms;   /* no attempt before */
+    long long started_ms; /* the last successful C_Initialize */
 
     /* From p11_module_settings at load; never written afterwards. */
     unsigned pool_size;       /* 0: online CPUs, capped by the token's max sessions */
@@ -73,6 +86,15 @@ CK_RV p11_module_load(const char *path, const p11_module_settings *settings,
 CK_RV p11_module_ready(p11_module *m);
 /* Finalises (if we initialised it) and unloads. */
 void p11_module_free(p11_module *m);
+
+/* After a call on slot answered CKR_DEVICE_ERROR, CKR_DEVICE_REMOVED,
+ * CKR_GENERAL_ERROR or CKR_SLOT_ID_INVALID: whether the module itself, not
+ * one token, is gone: it cannot tell about the slot any more (a remote
+ * token's connection died, or the module was started while its server was
+ * away and has no such slot). If so, and no one re-initialised it since
+ * generation gen, it is marked lost: the next p11_module_ready()
+ * re-initialises it, as after fork. Takes no lock but lost_lock. */
+int p11_module_lost(p11_module *m, CK_SLOT_ID slot, unsigned gen);
 
 /* C_SessionCancel of the operation kind running on h (a p11_op_kind);
  * CKR_FUNCTION_NOT_SUPPORTED when the module has none. */
@@ -116,19 +138,29 @@ extern atomic_int p11_exiting;
 extern _Thread_local CK_RV p11_call_refused_rv;
 int p11_call_refuse(p11_module *m, const char *fn, int missing);
 
+/* A module that writes to a socket (p11-kit-client.so and every remote
+ * token behind p11-kit's proxy) gets SIGPIPE when the other end died, which
+ * kills a process that does not ignore it. Around the outermost call on a
+ * thread SIGPIPE is blocked, and one the call raised is consumed before the
+ * mask is restored; the module sees EPIPE and answers with an error. */
+void p11_sigpipe_block(void);
+void p11_sigpipe_restore(void);
+
 static inline int p11_call_enter(p11_module *m, const char *fn, int missing)
 {
     atomic_fetch_add(&m->inflight, 1);
     if (__builtin_expect(missing || atomic_load(&p11_exiting), 0))
         return p11_call_refuse(m, fn, missing);
-    p11_call_depth++;
+    if (p11_call_depth++ == 0)
+        p11_sigpipe_block();
     p11_err_mark();
     return 0;
 }
 
 static inline CK_RV p11_call_done(p11_module *m, CK_RV rv)
 {
-    p11_call_depth--;
+    if (--p11_call_depth == 0)
+        p11_sigpipe_restore();
     atomic_fetch_sub(&m->inflight, 1);
     return rv;
 }

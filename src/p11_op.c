@@ -140,16 +140,36 @@ CK_RV p11_op_init(p11_op *op, p11_key *k, p11_op_kind kind, CK_MECHANISM *mech)
     return rv;
 }
 
+/* A step failed: PKCS#11 §5.2 says that ended the operation, but modules
+ * differ (NSS's softokn refuses C_EncryptUpdate for AES-GCM and keeps the
+ * operation), and a session that goes back to the pool with an operation
+ * running fails the next, unrelated user with CKR_OPERATION_ACTIVE. So the
+ * session goes back only once nothing can run on it: cancelled where the
+ * module has C_SessionCancel (which ends nothing that already ended),
+ * otherwise closed. Failures are rare; a closed session costs one
+ * C_OpenSession at the next lease. */
+static void end_or_discard(p11_op *op)
+{
+    op->active = 0;
+    if (op->lease.pool != NULL &&
+        p11_session_cancel(op->tok->m, op->lease.h, op->kind) == CKR_OK) {
+        done(op);
+        return;
+    }
+    op->keep = 0;
+    p11_lease_discard(&op->lease);
+}
+
 static CK_RV op_failed(p11_op *op, CK_RV rv, const char *call)
 {
-    /* Any error but CKR_BUFFER_TOO_SMALL ended the operation (PKCS#11 §5.2).
-     * A step the module lacks was never called: the operation is still
+    /* A step the module lacks was never called: the operation is still
      * active, and only closing the session surely ends it. */
-    p11_action act = p11_recover_classify(rv);
+    p11_action act = p11_recover_action(op->tok, rv, atomic_load(&op->tok->m->gen));
 
     if (rv == CKR_BUFFER_TOO_SMALL) {
         p11_op_abort(op); /* still active: cancel it as for any abandoned one */
-    } else if (act == P11_ACT_SESSION || act == P11_ACT_TOKEN_GONE) {
+    } else if (act == P11_ACT_SESSION || act == P11_ACT_TOKEN_GONE ||
+               act == P11_ACT_MODULE) {
         /* No retry mid-stream (the data given so far is gone with the
          * session), but the loss is declared as the policy would. */
         p11_token_lost(op->tok, 1);
@@ -159,7 +179,7 @@ static CK_RV op_failed(p11_op *op, CK_RV rv, const char *call)
         p11_lease_discard(&op->lease);
         op->active = 0;
     } else {
-        done(op);
+        end_or_discard(op);
     }
     /* As in p11_oneshot: the key was found deleted while this ran. */
     if (op->key != NULL && atomic_load(&op->key->gone))

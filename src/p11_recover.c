@@ -25,9 +25,10 @@ p11_action p11_recover_classify(CK_RV rv)
     case CKR_DEVICE_ERROR:
         return P11_ACT_TOKEN_GONE;
     /* A new kind of failure is one more case here, and if it needs a new
-     * remedy (say a lost connection to a remote token, mended by
-     * re-initialising the module), one more p11_action, its repair in
-     * p11_recover() and its bit in P11_ALLOW_ALL. Nothing else changes. */
+     * remedy, one more p11_action, its repair in p11_recover() and its bit
+     * in P11_ALLOW_ALL. Nothing else changes. A lost connection to a remote
+     * token answers these same codes (and CKR_GENERAL_ERROR):
+     * p11_recover_action() tells it apart by asking the module. */
     default:
         /* CKR_OK, CKR_PIN_INCORRECT (never retried: repeats lock tokens),
          * and any other error, vendor codes included: the answer stands. */
@@ -56,11 +57,22 @@ int p11_recover_discards_session(CK_RV rv)
     }
 }
 
-p11_next p11_recover_plan(p11_recovery *r, CK_RV rv, unsigned epoch, p11_action *act)
+p11_action p11_recover_action(p11_token *t, CK_RV rv, unsigned mgen)
 {
     p11_action a = p11_recover_classify(rv);
 
-    *act = a;
+    if (t == NULL || t->m == NULL || t->m->fl == NULL ||
+        (a != P11_ACT_TOKEN_GONE && rv != CKR_GENERAL_ERROR && rv != CKR_SLOT_ID_INVALID))
+        return a;
+    /* Started again by another thread since the step began: its sessions
+     * were of the dead connection, and a retry finds the new one. */
+    if (atomic_load(&t->m->gen) != mgen || p11_module_lost(t->m, t->slot, mgen))
+        return P11_ACT_MODULE;
+    return a;
+}
+
+static p11_next plan(p11_recovery *r, p11_action a, unsigned epoch)
+{
     if (a == P11_ACT_NONE || a == P11_ACT_TOKEN_GONE)
         return P11_DONE;
     /* Each recovery once per loss. They chain: a lost session takes the
@@ -83,6 +95,12 @@ p11_next p11_recover_plan(p11_recovery *r, CK_RV rv, unsigned epoch, p11_action 
     return P11_RETRY;
 }
 
+p11_next p11_recover_plan(p11_recovery *r, CK_RV rv, unsigned epoch, p11_action *act)
+{
+    *act = p11_recover_classify(rv);
+    return plan(r, *act, epoch);
+}
+
 p11_next p11_recover(p11_recovery *r, p11_token *t, p11_lease *l, CK_RV rv)
 {
     const p11_failure *f;
@@ -96,14 +114,16 @@ p11_next p11_recover(p11_recovery *r, p11_token *t, p11_lease *l, CK_RV rv)
             p11_failure_clear();
         return P11_DONE;
     }
-    next = p11_recover_classify(rv) == P11_ACT_NONE
-               ? p11_recover_plan(r, rv, 0, &a)
-               : p11_recover_plan(r, rv, atomic_load(&t->epoch), &a);
+    if (!r->started && t != NULL)
+        r->mgen = atomic_load(&t->m->gen);
+    a = p11_recover_action(t, rv, r->mgen);
+    next = a == P11_ACT_NONE ? plan(r, a, 0) : plan(r, a, atomic_load(&t->epoch));
     /* The loss is declared before the session goes back, so that whoever
      * takes it next sees the new epoch. */
     switch (a) {
     case P11_ACT_SESSION:
     case P11_ACT_TOKEN_GONE:
+    case P11_ACT_MODULE:
         p11_token_lost(t, 1);
         break;
     case P11_ACT_LOGIN:
@@ -142,6 +162,14 @@ p11_next p11_recover(p11_recovery *r, p11_token *t, p11_lease *l, CK_RV rv)
         else
             r->obj_epoch_set = 0;
         break;
+    case P11_ACT_MODULE:
+        /* Started again here, not by the retry's step: some steps lease a
+         * session without asking the module first. Its own failure (the
+         * server still away, or the back-off) is the one to report. */
+        if (p11_module_ready(t->m) != CKR_OK)
+            return P11_DONE;
+        r->mgen = atomic_load(&t->m->gen);
+        break;
     default:
         break;
     }
@@ -155,6 +183,7 @@ void p11_recovery_start(p11_recovery *r, p11_token *t)
     if (!r->started) {
         r->started = 1;
         r->epoch = atomic_load(&t->epoch);
+        r->mgen = atomic_load(&t->m->gen);
     }
 }
 

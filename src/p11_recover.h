@@ -35,13 +35,18 @@ typedef enum {
     P11_ACT_OBJECT,     /* the object handle is stale: find or make it again, retry */
     P11_ACT_TOKEN_GONE, /* removed or failing: declare everything lost, fail now;
                            the next call, with the token back, recovers */
+    P11_ACT_MODULE,     /* the module lost its connection to the token (a remote
+                           token's server died; p11_recover finds it out, never
+                           p11_recover_classify): re-initialise it as after fork,
+                           retry; a further attempt only after a back-off */
     P11_ACT_COUNT
 } p11_action;
 
 /* Bits of p11_recovery.allow: which recoveries may lead to a retry here. */
 #define P11_ALLOW(act) (1u << (act))
 #define P11_ALLOW_ALL                                                                    \
-    (P11_ALLOW(P11_ACT_SESSION) | P11_ALLOW(P11_ACT_LOGIN) | P11_ALLOW(P11_ACT_OBJECT))
+    (P11_ALLOW(P11_ACT_SESSION) | P11_ALLOW(P11_ACT_LOGIN) | P11_ALLOW(P11_ACT_OBJECT) | \
+     P11_ALLOW(P11_ACT_MODULE))
 
 /* New budget rounds begin when the token epoch moved (a further loss while
  * recovering, or another thread's); at most this many. */
@@ -69,6 +74,7 @@ typedef struct p11_recovery {
     unsigned char started, rounds, retries;
     unsigned char spent[P11_ACT_COUNT];
     unsigned epoch; /* token epoch the current round began in */
+    unsigned mgen;  /* module generation when the step began */
 } p11_recovery;
 
 #define P11_RECOVERY_INIT                                                                \
@@ -87,6 +93,12 @@ int p11_recover_discards_session(CK_RV rv);
  * whether the budget allows a retry after it (spending it). epoch is the
  * token's epoch now. Used by p11_recover(); exposed for unit tests. */
 p11_next p11_recover_plan(p11_recovery *r, CK_RV rv, unsigned epoch, p11_action *act);
+
+/* What rv calls for on token t: p11_recover_classify's answer, or
+ * P11_ACT_MODULE when a device or general error comes from a module that
+ * lost its connection (then marked lost: the next p11_module_ready() starts
+ * it again), or one that was started again since generation mgen. */
+p11_action p11_recover_action(p11_token *t, CK_RV rv, unsigned mgen);
 
 /* After one attempt that answered rv: recover as the policy says and tell
  * whether to try again. l is the attempt's lease (NULL when the step uses

@@ -1203,6 +1203,125 @@ static int run_abandon(int n)
     return ct_result("abandon");
 }
 
+/* ---- GCM on a token that does it in one call only (P11SHIM_GCM_ONE_PART) ---- */
+
+static int one_message(EVP_CIPHER_CTX *hc, EVP_CIPHER *soft, const unsigned char *key,
+                       const unsigned char *iv, const char *what);
+
+/* hsmprov's GCM encryption of pt in `parts` updates, with aad; compared with
+ * the default provider's (ciphertext and tag). */
+static void gcm_one_part_encrypt(EVP_CIPHER *hsm, EVP_CIPHER *soft, const keyspec *k,
+                                 const unsigned char *key, const unsigned char *iv,
+                                 const unsigned char *aad, size_t aadlen,
+                                 const unsigned char *pt, size_t len, int parts,
+                                 const char *what)
+{
+    unsigned char hc[300], sc[300], ht[16], st[16];
+    keyspec raw = {key, 32, NULL};
+    EVP_CIPHER_CTX *h = ctx_init(hsm, k, iv, 12, 1), *s = ctx_init(soft, &raw, iv, 12, 1);
+    int hl = 0, sl = 0, l, tmp, ok;
+    size_t off = 0;
+
+    ok = h != NULL && s != NULL &&
+         (aadlen == 0 || (EVP_EncryptUpdate(h, NULL, &tmp, aad, (int)aadlen) == 1 &&
+                          EVP_EncryptUpdate(s, NULL, &tmp, aad, (int)aadlen) == 1));
+    for (int i = 0; ok && i < parts; i++) {
+        size_t n = i == parts - 1 ? len - off : len / (size_t)parts;
+
+        ok = EVP_EncryptUpdate(h, hc + hl, &l, pt + off, (int)n) == 1 && l == (int)n;
+        hl += l;
+        off += n;
+    }
+    ok = ok && EVP_EncryptFinal_ex(h, hc + hl, &l) == 1 && l == 0 &&
+         EVP_CIPHER_CTX_ctrl(h, EVP_CTRL_AEAD_GET_TAG, 16, ht) > 0 &&
+         EVP_EncryptUpdate(s, sc, &sl, pt, (int)len) == 1 &&
+         EVP_EncryptFinal_ex(s, sc + sl, &l) == 1 &&
+         EVP_CIPHER_CTX_ctrl(s, EVP_CTRL_AEAD_GET_TAG, 16, st) > 0;
+    if (!ok)
+        ct_fail("GCM encryption %s", what);
+    else if ((size_t)hl != len || memcmp(hc, sc, len) != 0 || memcmp(ht, st, 16) != 0)
+        ct_fail("GCM encryption %s: not what the default provider makes", what);
+    EVP_CIPHER_CTX_free(h);
+    EVP_CIPHER_CTX_free(s);
+}
+
+/* NSS's softokn does AES-GCM in one call only: C_EncryptUpdate answers
+ * CKR_OPERATION_NOT_INITIALIZED and the operation stays active. hsmprov does
+ * GCM in one call there, and the session it used never goes back to the
+ * pool with the operation running: with one session in the pool, the next,
+ * unrelated cipher would meet CKR_OPERATION_ACTIVE. With the shim, raw keys
+ * and the token keys of tests/lib/cipher_keys.sh; without (NSS's softokn
+ * itself, tests/nss.sh), raw keys only. */
+static int run_gcm_one_part(void)
+{
+    unsigned char key[32], katkey[32], iv[12], cbciv[16], aad[20], pt[300], ct[300],
+        tag[16];
+    EVP_CIPHER *hsm = fetch(GCM, 256, "hsmprov"), *soft = fetch(GCM, 256, "default");
+    EVP_CIPHER *cbc = fetch(CBC, 256, "hsmprov"), *scbc = fetch(CBC, 256, "default");
+    keyspec raw = {key, 32, NULL}, tok = {NULL, 0, "pkcs11:token=demo;object=gcm256"};
+    keyspec kat = {NULL, 0, "pkcs11:token=demo;object=kat256"};
+    keyspec cbcraw = {katkey, 32, NULL};
+    EVP_CIPHER_CTX *ctx, *cc;
+    int l1, l2, tmp;
+
+    if (hsm == NULL || soft == NULL || cbc == NULL || scbc == NULL)
+        return ct_result("gcm_one_part");
+    unhex(gcm_keys[2], key);
+    if (have_shim)
+        unhex(kat_keys[2], katkey);
+    else
+        RAND_bytes(katkey, sizeof(katkey));
+    RAND_bytes(iv, sizeof(iv));
+    RAND_bytes(cbciv, sizeof(cbciv));
+    RAND_bytes(aad, sizeof(aad));
+    RAND_bytes(pt, sizeof(pt));
+    cc = ctx_init(cbc, have_shim ? &kat : &cbcraw, cbciv, 16, 1);
+    if (cc == NULL)
+        return ct_result("gcm_one_part");
+    for (int kk = 0; kk < (have_shim ? 2 : 1); kk++) {
+        const keyspec *k = kk ? &tok : &raw;
+
+        gcm_one_part_encrypt(hsm, soft, k, key, iv, aad, sizeof(aad), pt, sizeof(pt), 1,
+                             kk ? "(token key, one update)" : "(raw key, one update)");
+        one_message(cc, scbc, katkey, cbciv, "CBC after GCM refused in parts");
+        gcm_one_part_encrypt(hsm, soft, k, key, iv, aad, sizeof(aad), pt, sizeof(pt), 3,
+                             kk ? "(token key, 3 updates)" : "(raw key, 3 updates)");
+        gcm_one_part_encrypt(hsm, soft, k, key, iv, NULL, 0, pt, 0, 1,
+                             kk ? "(token key, empty)" : "(raw key, empty)");
+        queue_clean("GCM encryption in one part");
+
+        ctx = ctx_init(soft, &raw, iv, 12, 1);
+        EVP_EncryptUpdate(ctx, NULL, &tmp, aad, sizeof(aad));
+        EVP_EncryptUpdate(ctx, ct, &l1, pt, sizeof(pt));
+        EVP_EncryptFinal_ex(ctx, ct + l1, &l2);
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, 16, tag);
+        EVP_CIPHER_CTX_free(ctx);
+        if (gcm_decrypts(hsm, k, iv, 12, aad, sizeof(aad), ct, sizeof(pt), tag, 16, pt) !=
+            1)
+            ct_fail("GCM decryption in one part: a good message does not decrypt");
+        queue_clean("GCM decryption in one part");
+        one_message(cc, scbc, katkey, cbciv, "CBC after GCM decryption");
+        tag[0] ^= 1;
+        if (gcm_decrypts(hsm, k, iv, 12, aad, sizeof(aad), ct, sizeof(pt), tag, 16,
+                         NULL) != 0)
+            ct_fail("GCM decryption in one part: a wrong tag is accepted");
+        ERR_clear_error();
+        one_message(cc, scbc, katkey, cbciv, "CBC after a GCM tag refused");
+    }
+    if (have_shim &&
+        ct_shim_count_rv(&shim, "C_EncryptUpdate", CKR_OPERATION_NOT_INITIALIZED) == 0)
+        ct_fail("the shim never refused GCM in parts: P11SHIM_GCM_ONE_PART unset?");
+    queue_clean("gcm_one_part");
+    EVP_CIPHER_CTX_free(cc);
+    EVP_CIPHER_free(hsm);
+    EVP_CIPHER_free(soft);
+    EVP_CIPHER_free(cbc);
+    EVP_CIPHER_free(scbc);
+    if (have_shim)
+        ct_shim_clean(&shim, "gcm_one_part");
+    return ct_result("gcm_one_part");
+}
+
 /* ---- recover and fork ------------------------------------------------------ */
 
 /* One CBC message with ctx re-initialised with iv, checked against software. */
@@ -1387,6 +1506,8 @@ int main(int argc, char **argv)
         rc = run_threads(argc > 2 ? atoi(argv[2]) : 8);
     else if (strcmp(mode, "abandon") == 0)
         rc = run_abandon(argc > 2 ? atoi(argv[2]) : 200);
+    else if (strcmp(mode, "gcm_one_part") == 0)
+        rc = run_gcm_one_part();
     else if (strcmp(mode, "recover") == 0)
         rc = run_recover();
     else if (strcmp(mode, "fork") == 0)
@@ -1396,7 +1517,7 @@ int main(int argc, char **argv)
     else {
         fprintf(stderr,
                 "usage: cipher_aes kat|chunks|gcm|params|dup|threads [N]|abandon [N]|"
-                "recover|fork|nested\n");
+                "gcm_one_part|recover|fork|nested\n");
         return 2;
     }
     return rc;

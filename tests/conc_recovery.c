@@ -19,6 +19,14 @@
  *                              CKR_TOKEN_NOT_PRESENT and the call (again
  *                              while it stays away); once it is back,
  *                              signing works in the same process.
+ *   conc_recovery connection   the module loses its connection to a remote
+ *                              token (the shim as p11-kit-client.so whose
+ *                              server died: CKR_DEVICE_ERROR, and SIGPIPE
+ *                              raised in the calling thread): the process,
+ *                              which does not ignore SIGPIPE, lives on;
+ *                              signing fails naming CKR_DEVICE_ERROR while
+ *                              the server is away, and works again in the
+ *                              same process once it is back.
  *   conc_recovery wrong_pin    the configured PIN is wrong: loading the key
  *                              fails naming CKR_PIN_INCORRECT after one
  *                              C_Login; a second attempt in the same process
@@ -29,6 +37,7 @@
 #include <openssl/err.h>
 #include <openssl/store.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,6 +220,40 @@ static int mode_removal(void)
     return ct_result("recovery: token removed and back");
 }
 
+static int mode_connection(void)
+{
+    unsigned char msg[64], sig[512];
+    size_t siglen = 0;
+    ct_alg a = {&keys[0], 0};
+    double t0;
+    int back = 0;
+
+    signal(SIGPIPE, SIG_DFL); /* as most programs: a SIGPIPE kills */
+    sign_all("before");
+    shim.lose_connection(1);
+    sign_fails("connection lost", "CKR_DEVICE_ERROR", "CKR_DEVICE_ERROR");
+    sign_fails("server still away", "CKR_DEVICE_ERROR", "CKR_DEVICE_ERROR");
+    shim.lose_connection(0);
+    /* Back within the back-off between attempts (2 s at most). */
+    t0 = ct_now_ms();
+    ct_message(msg, sizeof(msg), 7, 0);
+    while (!back && ct_now_ms() - t0 < 10000) {
+        back = ct_sign_oneshot(&a, msg, sizeof(msg), sig, &siglen);
+        ERR_clear_error();
+        if (!back)
+            usleep(50000);
+    }
+    if (!back)
+        ct_fail("server back: signing still fails after 10 s");
+    else
+        printf("server back: signing works again after %.0f ms\n", ct_now_ms() - t0);
+    sign_all("server back");
+    sign_all("server back, again");
+    no_wrong_pin("connection");
+    ct_shim_clean(&shim, "connection");
+    return ct_result("recovery: connection lost and back");
+}
+
 static int load_fails(const char *when)
 {
     OSSL_STORE_CTX *store;
@@ -278,7 +321,10 @@ int main(int argc, char **argv)
         return mode_logout();
     if (strcmp(mode, "removal") == 0)
         return mode_removal();
-    fprintf(stderr, "usage: %s invalidate|invalidate_mt|logout|removal|wrong_pin\n",
+    if (strcmp(mode, "connection") == 0)
+        return mode_connection();
+    fprintf(stderr,
+            "usage: %s invalidate|invalidate_mt|logout|removal|connection|wrong_pin\n",
             argv[0]);
     return 2;
 }

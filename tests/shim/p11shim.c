@@ -368,6 +368,9 @@ struct sess {
     unsigned ninfl; /* caller calls in flight */
     struct inflight infl[MAX_INFLIGHT];
     struct opstate ops[K_COUNT];
+    /* P11SHIM_GCM_ONE_PART: the operation of this kind is AES-GCM, which the
+     * shim then does in one call only. */
+    unsigned char gcm[K_COUNT];
     struct sess *next;
 };
 
@@ -385,7 +388,12 @@ static struct {
     CK_FUNCTION_LIST *real;
     int env_applied;
     int removed;
-    int logged_out; /* p11shim_logout() ran and nobody logged in since */
+    int logged_out;   /* p11shim_logout() ran and nobody logged in since */
+    int gcm_one_part; /* P11SHIM_GCM_ONE_PART */
+    /* p11shim_lose_connection(): as p11-kit-client.so when its server dies. */
+    int conn_lost;   /* every call fails with CKR_DEVICE_ERROR */
+    int server_down; /* and C_Initialize too */
+    int conn_final;  /* C_Finalize was called since the loss */
     struct fault *faults;
     unsigned delay_all;
     unsigned delay[F_COUNT];
@@ -720,10 +728,12 @@ static void env_delay_item(const char *var, char *item)
 static void apply_env_locked(void)
 {
     const char *log = getenv("P11SHIM_LOG"), *check = getenv("P11SHIM_CHECK");
+    const char *gcm = getenv("P11SHIM_GCM_ONE_PART");
 
     env_items("P11SHIM_FAIL", env_fail_item);
     env_items("P11SHIM_DELAY_US", env_delay_item);
     g.check = check != NULL && *check != '\0' && strcmp(check, "0") != 0;
+    g.gcm_one_part = gcm != NULL && *gcm != '\0' && strcmp(gcm, "0") != 0;
     free(g.log_path);
     g.log_path = NULL;
     if (g.log_fd >= 0)
@@ -803,6 +813,9 @@ struct call {
     int forward;
     int injected;
     int removed;
+    int gcm;     /* an init with CKM_AES_GCM */
+    int keep_op; /* refused as a one-part-only GCM: the operation runs on */
+    int no_peer; /* refused for a lost connection: writes to a dead peer */
     unsigned delay;
     CK_SESSION_HANDLE vh; /* for the log */
     CK_SESSION_HANDLE rh;
@@ -828,6 +841,12 @@ static CK_RV begin_locked(struct call *c, int fid)
         c->injected = 1;
     else if (c->fl != NULL)
         c->forward = 1;
+    if (c->forward && g.conn_lost && fid != F_C_Initialize && fid != F_C_Finalize &&
+        fid != F_C_GetFunctionList) {
+        c->forward = 0;
+        c->no_peer = 1;
+        rv = CKR_DEVICE_ERROR;
+    }
     return rv;
 }
 
@@ -850,6 +869,22 @@ static void log_line(const struct call *c, int fd, CK_RV rv)
     }
 }
 
+/* What p11-kit-client.so does on a lost connection: a write to a socket
+ * whose other end is gone, which raises SIGPIPE in the calling thread
+ * (unless blocked or ignored) and fails with EPIPE. */
+static void write_to_dead_peer(void)
+{
+    int fds[2];
+
+    if (pipe(fds) != 0)
+        return;
+    close(fds[0]);
+    if (write(fds[1], "x", 1) < 0) {
+        /* EPIPE, as expected */
+    }
+    close(fds[1]);
+}
+
 /* Slot-level call: fault plan, token removal, delay. */
 static CK_RV plain_begin(struct call *c, int fid)
 {
@@ -865,6 +900,8 @@ static CK_RV plain_begin(struct call *c, int fid)
         rv = CKR_TOKEN_NOT_PRESENT;
     }
     unlock();
+    if (c->no_peer)
+        write_to_dead_peer();
     sleep_us(c->delay);
     return rv;
 }
@@ -919,8 +956,23 @@ static CK_RV sess_begin(struct call *c, int fid, CK_SESSION_HANDLE vh)
             rv = e->dead_rv;
             c->forward = 0;
         }
+        if (c->forward && g.gcm_one_part) {
+            int k = fid == F_C_EncryptUpdate || fid == F_C_EncryptFinal   ? K_ENCRYPT
+                    : fid == F_C_DecryptUpdate || fid == F_C_DecryptFinal ? K_DECRYPT
+                                                                          : K_NONE;
+
+            /* As NSS's softokn: the step is refused and the operation stays
+             * active, in the shim's books and in the real module. */
+            if (k != K_NONE && e->gcm[k] && e->ops[k].active) {
+                rv = CKR_OPERATION_NOT_INITIALIZED;
+                c->forward = 0;
+                c->keep_op = 1;
+            }
+        }
     }
     unlock();
+    if (c->no_peer)
+        write_to_dead_peer();
     sleep_us(c->delay);
     return rv;
 }
@@ -952,6 +1004,7 @@ static void check_op(struct sess *e, const struct call *c, CK_RV rv, int out_nul
                     (unsigned long)c->vh, fnames[c->fid], c->seq, c->tid, kind_names[k],
                     fnames[o->start_fid], o->start_seq, o->start_tid);
             if (rv == CKR_OK) {
+                e->gcm[k] = (unsigned char)c->gcm;
                 o->active = 1;
                 o->start_fid = c->fid;
                 o->start_seq = c->seq;
@@ -959,6 +1012,8 @@ static void check_op(struct sess *e, const struct call *c, CK_RV rv, int out_nul
             }
             continue;
         }
+        if (c->keep_op)
+            continue;
         if (!o->active) {
             violation(
                 "session %lu: %s (call #%lu, tid %ld) without an active %s operation",
@@ -1213,8 +1268,23 @@ static CK_RV shim_C_Initialize(CK_VOID_PTR args)
         rv = lrv;
         c.forward = 0;
     }
+    lock();
+    if (c.forward && g.conn_lost && (g.server_down || !g.conn_final)) {
+        /* Nobody to connect to; or still initialised, connection and all. */
+        rv = g.server_down ? CKR_DEVICE_ERROR : CKR_CRYPTOKI_ALREADY_INITIALIZED;
+        c.forward = 0;
+        c.no_peer = g.server_down;
+    }
+    unlock();
+    if (c.no_peer)
+        write_to_dead_peer();
     if (c.forward)
         rv = c.fl->C_Initialize(args);
+    if (c.forward && rv == CKR_OK) {
+        lock();
+        g.conn_lost = g.conn_final = 0;
+        unlock();
+    }
     return plain_end(&c, rv);
 }
 
@@ -1256,6 +1326,10 @@ static CK_RV shim_C_Finalize(CK_VOID_PTR reserved)
         sess_close_all(0, 0, 1);
         unlock();
     }
+    lock();
+    if (g.conn_lost)
+        g.conn_final = 1;
+    unlock();
     rv = plain_end(&c, rv);
     write_verdict();
     return rv;
@@ -1498,8 +1572,19 @@ SESS_FN(C_FindObjects,
         h, 0, (c.rh, obj, max, count))
 SESS_FN(C_FindObjectsFinal, (CK_SESSION_HANDLE h), h, 0, (c.rh))
 
-SESS_FN(C_EncryptInit, (CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k), h,
-        0, (c.rh, m, k))
+/* The inits of encryption and decryption note AES-GCM for P11SHIM_GCM_ONE_PART. */
+#define CRYPT_INIT_FN(NAME)                                                              \
+    static CK_RV shim_##NAME(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m,                    \
+                             CK_OBJECT_HANDLE k)                                         \
+    {                                                                                    \
+        struct call c;                                                                   \
+        CK_RV rv = sess_begin(&c, F_##NAME, h);                                          \
+        if (c.forward)                                                                   \
+            rv = c.fl->NAME(c.rh, m, k);                                                 \
+        c.gcm = m != NULL && m->mechanism == CKM_AES_GCM;                                \
+        return sess_end(&c, rv, 0);                                                      \
+    }
+CRYPT_INIT_FN(C_EncryptInit)
 SESS_FN(C_Encrypt,
         (CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR out,
          CK_ULONG_PTR outlen),
@@ -1510,8 +1595,7 @@ SESS_FN(C_EncryptUpdate,
         h, out == NULL, (c.rh, in, inlen, out, outlen))
 SESS_FN(C_EncryptFinal, (CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG_PTR outlen), h,
         out == NULL, (c.rh, out, outlen))
-SESS_FN(C_DecryptInit, (CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k), h,
-        0, (c.rh, m, k))
+CRYPT_INIT_FN(C_DecryptInit)
 SESS_FN(C_Decrypt,
         (CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR out,
          CK_ULONG_PTR outlen),
@@ -1694,6 +1778,29 @@ SHIM_EXPORT void p11shim_remove_token(int removed)
     closelist_run(&cl, fl);
 }
 
+SHIM_EXPORT void p11shim_lose_connection(int down)
+{
+    struct closelist cl = {0};
+    CK_FUNCTION_LIST *fl;
+    struct sess *e;
+    int b;
+
+    lock();
+    fl = g.real;
+    if (down) {
+        g.conn_lost = g.server_down = 1;
+        g.conn_final = 0;
+        for (b = 0; b < NBUCKETS; b++)
+            for (e = g.buckets[b]; e != NULL; e = e->next)
+                if (e->state == S_LIVE)
+                    sess_kill(e, CKR_DEVICE_ERROR, &cl);
+    } else {
+        g.server_down = 0;
+    }
+    unlock();
+    closelist_run(&cl, fl);
+}
+
 SHIM_EXPORT int p11shim_delay_us(const char *fn, unsigned us)
 {
     int fid = -1;
@@ -1801,6 +1908,7 @@ static void atfork_child(void)
     }
     clear_faults();
     g.removed = 0;
+    g.conn_lost = g.server_down = g.conn_final = 0;
     g.logged_out = 0;
     g.env_applied = 0;
     g.total = 0;

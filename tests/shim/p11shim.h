@@ -41,6 +41,13 @@
  *                                           "p11shim: pid N: interleaving check
  *                                           passed|FAILED: ..." to stderr and
  *                                           append it to $P11SHIM_LOG.verdict
+ *   P11SHIM_GCM_ONE_PART=1                  AES-GCM in one call only, as NSS's
+ *                                           softokn: after a C_EncryptInit or
+ *                                           C_DecryptInit with CKM_AES_GCM, the
+ *                                           Update and Final of that kind return
+ *                                           CKR_OPERATION_NOT_INITIALIZED and the
+ *                                           operation stays active (in the real
+ *                                           module too); C_Encrypt/C_Decrypt work
  * Read at every C_GetFunctionList:
  *   P11SHIM_NULL_FUNCS=C_Sign,C_CopyObject  the function list returned has these
  *                                           entries NULL, as a module that
@@ -115,6 +122,19 @@ void p11shim_logout(void);
  */
 void p11shim_remove_token(int removed);
 
+/*
+ * down != 0: the connection to a remote token is lost, as p11-kit-client.so's
+ * when its server dies: every call but C_Initialize and C_Finalize returns
+ * CKR_DEVICE_ERROR (the real sessions are closed), and so does C_Initialize
+ * while the server is down; each such call first writes to a pipe whose
+ * reader is gone, which raises SIGPIPE in the calling thread, as the
+ * client's write to its dead server does.  down = 0: the server is back, but the calls
+ * still fail until the caller starts again: C_Finalize, then C_Initialize
+ * (before C_Finalize it answers CKR_CRYPTOKI_ALREADY_INITIALIZED); after
+ * that, everything works, with new sessions and a new login.
+ */
+void p11shim_lose_connection(int down);
+
 /* Sleep us microseconds before forwarding each call of fn (NULL = every
  * function that has no delay of its own), outside the shim's lock and while
  * the call counts as in flight on its session; us = 0 removes it.  Returns 0,
@@ -174,6 +194,7 @@ struct p11shim_api {
     size_t (*get_log)(struct p11shim_call *out, size_t max);
     unsigned long (*open_sessions)(void);
     const char *(*rv_name)(CK_RV rv);
+    void (*lose_connection)(int down);
 };
 
 /* Fill api from handle (dlopen() of p11shim.so, for example with RTLD_NOLOAD
@@ -193,6 +214,7 @@ static inline int p11shim_api_load(void *handle, struct p11shim_api *api)
         "p11shim_get_log",
         "p11shim_open_sessions",
         "p11shim_rv_name",
+        "p11shim_lose_connection",
     };
     void *syms[sizeof(names) / sizeof(names[0])];
     size_t i;
@@ -215,6 +237,7 @@ static inline int p11shim_api_load(void *handle, struct p11shim_api *api)
     memcpy(&api->get_log, &syms[9], sizeof(void *));
     memcpy(&api->open_sessions, &syms[10], sizeof(void *));
     memcpy(&api->rv_name, &syms[11], sizeof(void *));
+    memcpy(&api->lose_connection, &syms[12], sizeof(void *));
     return 0;
 }
 
