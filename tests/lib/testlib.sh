@@ -202,7 +202,10 @@ hp_start_server() {
         # passes our kill on to s_server.
         timeout 60 "${HP_OPENSSL[@]}" s_server -accept "127.0.0.1:$port" "$@" >"$out" 2>&1 </dev/null &
         pid=$!
-        for _ in $(seq 100); do
+        # Up to 30 s: a sanitizer build on a loaded machine (NSS, a remote
+        # token) can take more than 10 s to start; a started server ends the
+        # wait at once.
+        for _ in $(seq 300); do
             if grep -q '^ACCEPT' "$out"; then
                 HP_PIDS+=("$pid")
                 export HP_PORT=$port
