@@ -128,10 +128,15 @@ static int init(sig_ctx *c, void *key, const OSSL_PARAM params[], int sign)
         }
         c->key = k;
     }
-    if (c->key->p11 == NULL) {
+    /* A public key imported from software (OpenSSL moved it here because
+     * hsmprov was preferred, "?provider=hsmprov") verifies with the default
+     * provider in our library context, as it would have without the
+     * preference. A software private key never gets here: import refuses it,
+     * so OpenSSL keeps it with its own provider. */
+    if (c->key->p11 == NULL && sign) {
         hp_raise(c->pctx, HP_R_KEY_TYPE,
-                 "hsmprov signs and verifies only with keys on a "
-                 "token; this key was imported from software");
+                 "hsmprov signs only with keys on a token; this key was imported "
+                 "from software");
         return 0;
     }
     if (sign && (c->key->public_only || c->key->p11->priv == CK_INVALID_HANDLE)) {
@@ -220,6 +225,35 @@ int sig_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsize,
     return 1;
 }
 
+/* Verification with a public key imported from software: the default
+ * provider of our library context checks it, with the context's parameters.
+ * sig is as the application gave it (DER for ECDSA). */
+static int soft_verify(sig_ctx *c, const unsigned char *sig, size_t siglen,
+                       const unsigned char *tbs, size_t tbslen)
+{
+    EVP_PKEY *pk = hp_key_public_pkey(c->key);
+    EVP_PKEY_CTX *pc =
+        pk != NULL ? EVP_PKEY_CTX_new_from_pkey(c->pctx->libctx, pk, NULL) : NULL;
+    int r = 0;
+
+    if (pc == NULL || EVP_PKEY_verify_init(pc) <= 0 ||
+        (c->md != NULL && EVP_PKEY_CTX_set_signature_md(pc, c->md) <= 0))
+        goto end;
+    if (c->is_rsa) {
+        if (EVP_PKEY_CTX_set_rsa_padding(pc, c->pad) <= 0)
+            goto end;
+        if (c->pad == RSA_PKCS1_PSS_PADDING &&
+            (EVP_PKEY_CTX_set_rsa_pss_saltlen(pc, c->saltlen) <= 0 ||
+             (c->mgf1 != NULL && EVP_PKEY_CTX_set_rsa_mgf1_md(pc, c->mgf1) <= 0)))
+            goto end;
+    }
+    r = EVP_PKEY_verify(pc, sig, siglen, tbs, tbslen) == 1;
+end:
+    EVP_PKEY_CTX_free(pc);
+    EVP_PKEY_free(pk);
+    return r;
+}
+
 static int verify_with(sig_ctx *c, struct prepared *p, const unsigned char *sig,
                        size_t siglen)
 {
@@ -244,6 +278,8 @@ int sig_verify(void *vctx, const unsigned char *sig, size_t siglen,
     size_t rslen;
     int r;
 
+    if (c->key->p11 == NULL)
+        return soft_verify(c, sig, siglen, tbs, tbslen);
     /* Like OpenSSL's RSA: the recovered number, in the modulus' length,
      * is compared with tbs; other input never matches (no error either). */
     if (c->is_rsa && c->pad == RSA_NO_PADDING &&
@@ -273,6 +309,8 @@ static int wants_stream(sig_ctx *c)
     hp_key *k = c->key;
     int lacks = atomic_load(&k->lacks_raw_mech);
 
+    if (k->p11 == NULL)
+        return 0; /* a software public key: hashed here, verified in software */
     if (c->pctx->digest_in_token)
         return 1;
     if (lacks < 0) {

@@ -218,6 +218,40 @@ static CK_RV read_public_parts(p11_key *k)
                     (unsigned long)k->type);
 }
 
+/* The private object's restrictions (see p11_key in p11_object.h). A token
+ * that does not know the attributes restricts nothing. */
+static void read_restrictions(p11_key *k)
+{
+    unsigned char *v;
+    CK_ULONG len;
+
+    if (p11_read_attr(k->tok, k->priv, CKA_ALWAYS_AUTHENTICATE, &v, &len) == CKR_OK) {
+        k->always_auth = len == sizeof(CK_BBOOL) && v[0] == CK_TRUE;
+        free(v);
+    }
+    if (p11_read_attr(k->tok, k->priv, CKA_ALLOWED_MECHANISMS, &v, &len) == CKR_OK) {
+        /* An empty list is no restriction (PKCS#11 3.0 §4.4 leaves it
+         * undefined; tokens write one when nothing was given). */
+        if (len >= sizeof(CK_MECHANISM_TYPE) && len % sizeof(CK_MECHANISM_TYPE) == 0) {
+            k->allowed = (CK_MECHANISM_TYPE *)v;
+            k->n_allowed = len / sizeof(CK_MECHANISM_TYPE);
+        } else {
+            free(v);
+        }
+    }
+    p11_failure_clear();
+}
+
+int p11_key_allows(const p11_key *k, CK_MECHANISM_TYPE mech)
+{
+    if (k->allowed == NULL)
+        return 1;
+    for (CK_ULONG i = 0; i < k->n_allowed; i++)
+        if (k->allowed[i] == mech)
+            return 1;
+    return 0;
+}
+
 CK_RV p11_key_load(p11_token *t, CK_OBJECT_HANDLE o, p11_key **out)
 {
     p11_key *k = calloc(1, sizeof(*k));
@@ -252,6 +286,7 @@ CK_RV p11_key_load(p11_token *t, CK_OBJECT_HANDLE o, p11_key **out)
     if (k->cls == CKO_PRIVATE_KEY) {
         k->priv = o;
         k->pub = find_public(k);
+        read_restrictions(k);
     } else {
         k->priv = CK_INVALID_HANDLE;
         k->pub = o;
@@ -353,6 +388,7 @@ void p11_key_free(p11_key *k)
     free(k->exponent);
     free(k->ec_params);
     free(k->ec_point);
+    free(k->allowed);
     pthread_mutex_destroy(&k->refind_lock);
     free(k);
 }
