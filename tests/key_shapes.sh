@@ -7,7 +7,14 @@
 . "$HSMPROV_TESTS_DIR/lib/testlib.sh"
 
 mode=${1:?mode}
-hp_setup
+case $mode in
+hidden_*)
+    # A module that lacks mechanisms SoftHSM2 has: the shim over SoftHSM2.
+    hp_setup "pkcs11-module-path = ${HSMPROV_SHIM:?HSMPROV_SHIM must name p11shim.so}"
+    export P11SHIM_TARGET=$SOFTHSM2_MODULE
+    ;;
+*) hp_setup ;;
+esac
 printf 'keys of every shape\n' >"$T/msg"
 
 # sign_verify URI [DGST OPTS...]: sign with the token key, verify in software
@@ -82,6 +89,64 @@ prefer_software)
     hp_start_server "$T/srv.log" -cert "$T/srv.crt" -key "$T/srv.key" -www
     hp_ok hp_timeout 30 openssl s_client -connect "127.0.0.1:$HP_PORT" \
         -propquery '?provider=hsmprov' -CAfile "$T/srv.crt" -verify_return_error </dev/null
+    hp_out_has "Verify return code: 0 (ok)"
+    ;;
+hidden_*)
+    # hidden_combined_rsa: no CKM_SHA*_RSA_PKCS(_PSS) (opencryptoki);
+    # hidden_combined_pss: no CKM_SHA*_RSA_PKCS_PSS (a remote token);
+    # hidden_raw: no raw CKM_RSA_PKCS_PSS (only hash-and-sign PSS).
+    case $mode in
+    hidden_combined_rsa) hidden=CKM_SHA1_RSA_PKCS,CKM_SHA224_RSA_PKCS,CKM_SHA256_RSA_PKCS,CKM_SHA384_RSA_PKCS,CKM_SHA512_RSA_PKCS ;;
+    hidden_combined_pss) hidden= ;;
+    hidden_raw) hidden=CKM_RSA_PKCS_PSS ;;
+    *) hp_fail "unknown mode $mode" ;;
+    esac
+    case $mode in
+    hidden_combined_*) hidden=${hidden:+$hidden,}CKM_SHA1_RSA_PKCS_PSS,CKM_SHA224_RSA_PKCS_PSS,CKM_SHA256_RSA_PKCS_PSS,CKM_SHA384_RSA_PKCS_PSS,CKM_SHA512_RSA_PKCS_PSS ;;
+    esac
+    export P11SHIM_HIDE_MECHS=$hidden
+    rsa="pkcs11:token=demo;object=rsa;type=private"
+    ec="pkcs11:token=demo;object=ec;type=private"
+    hp_step "the module lacks $hidden: RSA PKCS#1 v1.5, RSA-PSS and ECDSA still sign"
+    hp_pubout "pkcs11:token=demo;object=rsa;type=public" "$T/pub.pem"
+    sign_verify "$rsa"
+    sign_verify "$rsa" -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:digest
+    hp_pubout "pkcs11:token=demo;object=ec;type=public" "$T/pub.pem"
+    sign_verify "$ec"
+    hp_step "a certificate and TLS 1.2 (PKCS#1 v1.5 and PSS) and TLS 1.3 with the RSA key"
+    hp_ok openssl req -new -x509 -key "$rsa" -subj /CN=localhost -out "$T/rsa.crt"
+    hp_start_server "$T/srv.log" -cert "$T/rsa.crt" -key "$rsa" -www
+    for v in "-tls1_2 -sigalgs RSA+SHA256" "-tls1_2 -sigalgs rsa_pss_rsae_sha256" -tls1_3; do
+        # shellcheck disable=SC2086
+        hp_ok hp_timeout 30 openssl s_client -connect "127.0.0.1:$HP_PORT" $v \
+            -CAfile "$T/rsa.crt" -verify_return_error </dev/null
+        hp_out_has "Verify return code: 0 (ok)"
+    done
+    ;;
+pss_only)
+    hp_step "a key allowed only CKM_SHA256_RSA_PKCS_PSS is an RSA-PSS key bound to SHA-256"
+    hp_p11tool --token-label demo --login --pin "$HP_PIN" --keypairgen --key-type rsa:2048 \
+        --label pss --id 20 --allowed-mechanisms SHA256-RSA-PKCS-PSS >/dev/null
+    key="pkcs11:token=demo;object=pss;type=private"
+    hp_ok openssl pkey -in "$key" -pubout -out "$T/pub.pem"
+    hp_ok openssl asn1parse -in "$T/pub.pem"
+    hp_out_has rsassaPss
+    sign_verify "$key" -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:digest
+    hp_step "a digest the key forbids is refused at init, naming the key and mechanisms"
+    hp_fails openssl dgst -sha384 -sigopt rsa_padding_mode:pss -sign "$key" -out "$T/sig" "$T/msg"
+    hp_out_has "object=pss" "CKM_SHA384_RSA_PKCS_PSS" "CKA_ALLOWED_MECHANISMS"
+    hp_no_pin
+    hp_step "a certificate for it, and TLS 1.2 with clients that prefer PKCS#1 v1.5 or SHA-384"
+    hp_ok openssl req -new -x509 -key "$key" -subj /CN=localhost -out "$T/pss.crt"
+    hp_start_server "$T/srv.log" -cert "$T/pss.crt" -key "$key" -www
+    for sa in RSA+SHA256:rsa_pss_pss_sha256:rsa_pss_rsae_sha256 \
+        rsa_pss_pss_sha384:rsa_pss_rsae_sha384:rsa_pss_pss_sha256:rsa_pss_rsae_sha256; do
+        hp_ok hp_timeout 30 openssl s_client -connect "127.0.0.1:$HP_PORT" -tls1_2 \
+            -sigalgs "$sa" -CAfile "$T/pss.crt" -verify_return_error </dev/null
+        hp_out_has "Verify return code: 0 (ok)" "Peer signature type: RSA-PSS"
+    done
+    hp_ok hp_timeout 30 openssl s_client -connect "127.0.0.1:$HP_PORT" -tls1_3 \
+        -CAfile "$T/pss.crt" -verify_return_error </dev/null
     hp_out_has "Verify return code: 0 (ok)"
     ;;
 *)
