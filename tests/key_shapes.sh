@@ -149,6 +149,31 @@ pss_only)
         -CAfile "$T/pss.crt" -verify_return_error </dev/null
     hp_out_has "Verify return code: 0 (ok)"
     ;;
+no_public_object)
+    hp_step "a token with the private key and the certificate only (no public-key object)"
+    for k in ec:02 ec384:03 rsa:01; do
+        label=${k%:*} id=${k#*:}
+        key="pkcs11:token=demo;object=$label;type=private"
+        hp_pubout "pkcs11:token=demo;object=$label;type=public" "$T/$label.pub"
+        hp_ok openssl req -new -x509 -key "$key" -subj "/CN=$label" -outform DER \
+            -out "$T/$label.der"
+        hp_p11tool --token-label demo --login --pin "$HP_PIN" --write-object "$T/$label.der" \
+            --type cert --id "$id" --label "$label" >/dev/null
+        hp_p11tool --token-label demo --login --pin "$HP_PIN" --delete-object --type pubkey \
+            --id "$id" >/dev/null
+        hp_step "$label: the public key comes from the certificate, and the key signs and serves"
+        hp_ok openssl pkey -in "$key" -pubout -out "$T/$label.from-cert.pub"
+        cmp "$T/$label.pub" "$T/$label.from-cert.pub" ||
+            hp_fail "$label: public key from the certificate differs from the token's"
+        cp "$T/$label.pub" "$T/pub.pem"
+        sign_verify "$key"
+        openssl x509 -inform DER -in "$T/$label.der" -out "$T/$label.crt"
+        hp_start_server "$T/srv-$label.log" -cert "$T/$label.crt" -key "$key" -www
+        hp_ok hp_timeout 30 openssl s_client -connect "127.0.0.1:$HP_PORT" \
+            -CAfile "$T/$label.crt" -verify_return_error </dev/null
+        hp_out_has "Verify return code: 0 (ok)"
+    done
+    ;;
 *)
     hp_fail "unknown mode $mode"
     ;;
