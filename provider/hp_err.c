@@ -73,6 +73,8 @@ static int reason_for(CK_RV rv)
         return HP_R_NOT_FOUND;
     case P11_RV_MODULE_LOAD:
         return HP_R_MODULE;
+    case P11_RV_KEY_EXISTS:
+        return HP_R_BAD_PARAM;
     case P11_RV_NEED_PIN:
     case CKR_PIN_INCORRECT:
     case CKR_PIN_LOCKED:

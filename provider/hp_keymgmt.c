@@ -792,9 +792,20 @@ static const char *km_ec_opname(int operation_id)
         OSSL_FUNC_KEYMGMT_GETTABLE_PARAMS, (void (*)(void))gettable                      \
     }
 
+/* Generation in the token (hp_keymgmt_gen.c); RSA-PSS keys are not generated. */
+#define KEYMGMT_GEN(init, settable)                                                      \
+    {OSSL_FUNC_KEYMGMT_GEN_INIT, (void (*)(void))init},                                  \
+        {OSSL_FUNC_KEYMGMT_GEN_SET_PARAMS, (void (*)(void))hp_km_gen_set_params},        \
+        {OSSL_FUNC_KEYMGMT_GEN_SETTABLE_PARAMS, (void (*)(void))settable},               \
+        {OSSL_FUNC_KEYMGMT_GEN, (void (*)(void))hp_km_gen},                              \
+    {                                                                                    \
+        OSSL_FUNC_KEYMGMT_GEN_CLEANUP, (void (*)(void))hp_km_gen_cleanup                 \
+    }
+
 const OSSL_DISPATCH hp_rsa_keymgmt_functions[] = {
     KEYMGMT_COMMON(km_rsa_new, km_rsa_types, km_rsa_gettable),
     {OSSL_FUNC_KEYMGMT_QUERY_OPERATION_NAME, (void (*)(void))km_rsa_opname},
+    KEYMGMT_GEN(hp_km_rsa_gen_init, hp_km_rsa_gen_settable),
     {0, NULL},
 };
 
@@ -807,11 +818,13 @@ const OSSL_DISPATCH hp_rsapss_keymgmt_functions[] = {
 const OSSL_DISPATCH hp_ec_keymgmt_functions[] = {
     KEYMGMT_COMMON(km_ec_new, km_ec_types, km_ec_gettable),
     {OSSL_FUNC_KEYMGMT_QUERY_OPERATION_NAME, (void (*)(void))km_ec_opname},
+    KEYMGMT_GEN(hp_km_ec_gen_init, hp_km_ec_gen_settable),
     {0, NULL},
 };
 
 const OSSL_DISPATCH hp_ed25519_keymgmt_functions[] = {
     KEYMGMT_COMMON(km_ed25519_new, km_ed25519_types, km_ed25519_gettable),
     {OSSL_FUNC_KEYMGMT_QUERY_OPERATION_NAME, (void (*)(void))km_ed25519_opname},
+    KEYMGMT_GEN(hp_km_ed25519_gen_init, hp_km_ed25519_gen_settable),
     {0, NULL},
 };

@@ -59,17 +59,19 @@ static const OSSL_ALGORITHM store_algs[] = {
 #define SPKI_DER HP_PROPS ",output=der,structure=SubjectPublicKeyInfo"
 #define SPKI_PEM HP_PROPS ",output=pem,structure=SubjectPublicKeyInfo"
 /* Not the type-specific structures: i2d_PrivateKey asks for those first and
- * then for PrivateKeyInfo, and one message is enough. */
-#define PRIV_ENCODER(names, out, structure)                                              \
+ * then for PrivateKeyInfo, and one key file format is enough. */
+#define PRIV_ENCODER(names, out, structure, fns)                                         \
     {                                                                                    \
-        names, HP_PROPS ",output=" out ",structure=" structure,                          \
-            hp_private_key_encoder_functions, NULL                                       \
+        names, HP_PROPS ",output=" out ",structure=" structure, fns, NULL                \
     }
 #define PRIV_ENCODERS(names)                                                             \
-    PRIV_ENCODER(names, "der", "PrivateKeyInfo"),                                        \
-        PRIV_ENCODER(names, "pem", "PrivateKeyInfo"),                                    \
-        PRIV_ENCODER(names, "der", "EncryptedPrivateKeyInfo"),                           \
-        PRIV_ENCODER(names, "pem", "EncryptedPrivateKeyInfo")
+    PRIV_ENCODER(names, "der", "PrivateKeyInfo", hp_private_key_der_encoder_functions),  \
+        PRIV_ENCODER(names, "pem", "PrivateKeyInfo",                                     \
+                     hp_private_key_pem_encoder_functions),                              \
+        PRIV_ENCODER(names, "der", "EncryptedPrivateKeyInfo",                            \
+                     hp_private_key_encrypted_encoder_functions),                        \
+        PRIV_ENCODER(names, "pem", "EncryptedPrivateKeyInfo",                            \
+                     hp_private_key_encrypted_encoder_functions)
 static const OSSL_ALGORITHM encoder_algs[] = {
     {RSA_NAMES, SPKI_DER, hp_rsa_spki_der_encoder_functions, NULL},
     {RSA_NAMES, SPKI_PEM, hp_rsa_spki_pem_encoder_functions, NULL},
@@ -79,7 +81,7 @@ static const OSSL_ALGORITHM encoder_algs[] = {
     {EC_NAMES, SPKI_PEM, hp_ec_spki_pem_encoder_functions, NULL},
     {ED25519_NAMES, SPKI_DER, hp_ed25519_spki_der_encoder_functions, NULL},
     {ED25519_NAMES, SPKI_PEM, hp_ed25519_spki_pem_encoder_functions, NULL},
-    /* Private key output of any of our keys: refused with a message. */
+    /* Private key output of any of our keys: a key file holding its URI. */
     PRIV_ENCODERS(RSA_NAMES),
     PRIV_ENCODERS(RSAPSS_NAMES),
     PRIV_ENCODERS(EC_NAMES),

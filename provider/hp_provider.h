@@ -136,6 +136,16 @@ int hp_rsa_raw_input_ok(const hp_key *k, const unsigned char *in, size_t inlen,
 /* The key's public half as a default-provider EVP_PKEY in pctx->libctx. */
 EVP_PKEY *hp_key_public_pkey(const hp_key *k);
 
+/* Key generation in the token (hp_keymgmt_gen.c), for the tables of
+ * hp_keymgmt.c. */
+OSSL_FUNC_keymgmt_gen_init_fn hp_km_rsa_gen_init, hp_km_ec_gen_init,
+    hp_km_ed25519_gen_init;
+OSSL_FUNC_keymgmt_gen_set_params_fn hp_km_gen_set_params;
+OSSL_FUNC_keymgmt_gen_settable_params_fn hp_km_rsa_gen_settable, hp_km_ec_gen_settable,
+    hp_km_ed25519_gen_settable;
+OSSL_FUNC_keymgmt_gen_fn hp_km_gen;
+OSSL_FUNC_keymgmt_gen_cleanup_fn hp_km_gen_cleanup;
+
 /* Algorithm tables of hp_cipher.c and hp_asym_cipher.c. */
 extern const OSSL_ALGORITHM hp_cipher_algs[];
 extern const OSSL_ALGORITHM hp_asym_cipher_algs[];
@@ -155,6 +165,8 @@ extern const OSSL_DISPATCH hp_rsa_spki_der_encoder_functions[];
 extern const OSSL_DISPATCH hp_rsa_spki_pem_encoder_functions[];
 extern const OSSL_DISPATCH hp_ec_spki_der_encoder_functions[];
 extern const OSSL_DISPATCH hp_ec_spki_pem_encoder_functions[];
-extern const OSSL_DISPATCH hp_private_key_encoder_functions[];
+extern const OSSL_DISPATCH hp_private_key_der_encoder_functions[];
+extern const OSSL_DISPATCH hp_private_key_pem_encoder_functions[];
+extern const OSSL_DISPATCH hp_private_key_encrypted_encoder_functions[];
 
 #endif

@@ -109,6 +109,7 @@ static const struct name_entry rv_names[] = {
     {P11_RV_BAD_URI, "HSMPROV_BAD_URI"},
     {P11_RV_NEED_PIN, "HSMPROV_NEED_PIN"},
     {P11_RV_TIMEOUT, "HSMPROV_POOL_TIMEOUT"},
+    {P11_RV_KEY_EXISTS, "HSMPROV_KEY_EXISTS"},
 };
 
 static const struct name_entry mech_names[] = {

@@ -11,6 +11,7 @@
 #define P11_RV_BAD_URI (CKR_VENDOR_DEFINED | 0x48500004UL)
 #define P11_RV_NEED_PIN (CKR_VENDOR_DEFINED | 0x48500005UL)
 #define P11_RV_TIMEOUT (CKR_VENDOR_DEFINED | 0x48500006UL)
+#define P11_RV_KEY_EXISTS (CKR_VENDOR_DEFINED | 0x48500010UL)
 
 /* Whether rv is one of the values above, not a module's own vendor code. */
 static inline int p11_rv_is_ours(CK_RV rv)
