@@ -87,9 +87,15 @@ prefer_software)
     openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T/srv.key" -out "$T/srv.crt" \
         -subj /CN=localhost 2>/dev/null
     hp_start_server "$T/srv.log" -cert "$T/srv.crt" -key "$T/srv.key" -www
-    hp_ok hp_timeout 30 openssl s_client -connect "127.0.0.1:$HP_PORT" \
+    hp_ok hp_timeout 120 openssl s_client -connect "127.0.0.1:$HP_PORT" \
         -propquery '?provider=hsmprov' -CAfile "$T/srv.crt" -verify_return_error </dev/null
     hp_out_has "Verify return code: 0 (ok)"
+    hp_step "a TLS 1.3 server and client that both prefer hsmprov, with software keys"
+    hp_start_server "$T/srv2.log" -cert "$T/srv.crt" -key "$T/srv.key" \
+        -propquery '?provider=hsmprov' -www
+    hp_ok hp_timeout 120 openssl s_client -connect "127.0.0.1:$HP_PORT" -tls1_3 \
+        -propquery '?provider=hsmprov' -CAfile "$T/srv.crt" -verify_return_error </dev/null
+    hp_out_has "Verify return code: 0 (ok)" "TLSv1.3"
     ;;
 hidden_*)
     # hidden_combined_rsa: no CKM_SHA*_RSA_PKCS(_PSS) (opencryptoki);
@@ -118,7 +124,7 @@ hidden_*)
     hp_start_server "$T/srv.log" -cert "$T/rsa.crt" -key "$rsa" -www
     for v in "-tls1_2 -sigalgs RSA+SHA256" "-tls1_2 -sigalgs rsa_pss_rsae_sha256" -tls1_3; do
         # shellcheck disable=SC2086
-        hp_ok hp_timeout 30 openssl s_client -connect "127.0.0.1:$HP_PORT" $v \
+        hp_ok hp_timeout 120 openssl s_client -connect "127.0.0.1:$HP_PORT" $v \
             -CAfile "$T/rsa.crt" -verify_return_error </dev/null
         hp_out_has "Verify return code: 0 (ok)"
     done
@@ -141,11 +147,11 @@ pss_only)
     hp_start_server "$T/srv.log" -cert "$T/pss.crt" -key "$key" -www
     for sa in RSA+SHA256:rsa_pss_pss_sha256:rsa_pss_rsae_sha256 \
         rsa_pss_pss_sha384:rsa_pss_rsae_sha384:rsa_pss_pss_sha256:rsa_pss_rsae_sha256; do
-        hp_ok hp_timeout 30 openssl s_client -connect "127.0.0.1:$HP_PORT" -tls1_2 \
+        hp_ok hp_timeout 120 openssl s_client -connect "127.0.0.1:$HP_PORT" -tls1_2 \
             -sigalgs "$sa" -CAfile "$T/pss.crt" -verify_return_error </dev/null
         hp_out_has "Verify return code: 0 (ok)" "Peer signature type: RSA-PSS"
     done
-    hp_ok hp_timeout 30 openssl s_client -connect "127.0.0.1:$HP_PORT" -tls1_3 \
+    hp_ok hp_timeout 120 openssl s_client -connect "127.0.0.1:$HP_PORT" -tls1_3 \
         -CAfile "$T/pss.crt" -verify_return_error </dev/null
     hp_out_has "Verify return code: 0 (ok)"
     ;;
@@ -169,7 +175,7 @@ no_public_object)
         sign_verify "$key"
         openssl x509 -inform DER -in "$T/$label.der" -out "$T/$label.crt"
         hp_start_server "$T/srv-$label.log" -cert "$T/$label.crt" -key "$key" -www
-        hp_ok hp_timeout 30 openssl s_client -connect "127.0.0.1:$HP_PORT" \
+        hp_ok hp_timeout 120 openssl s_client -connect "127.0.0.1:$HP_PORT" \
             -CAfile "$T/$label.crt" -verify_return_error </dev/null
         hp_out_has "Verify return code: 0 (ok)"
     done
