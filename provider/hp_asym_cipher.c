@@ -31,8 +31,9 @@
 #include "hp_provider.h"
 
 #include "hp_digest.h"
-#include "p11_op.h"
 #include "p11_failure.h"
+#include "p11_mech.h"
+#include "p11_op.h"
 #include "p11_names.h"
 
 #include <limits.h>
@@ -188,10 +189,11 @@ static int oaep_raw_first(asym_ctx *c, CK_RSA_PKCS_OAEP_PARAMS *o)
     if (c->raw_oaep || o->hashAlg == CK_UNAVAILABLE_INFORMATION ||
         o->mgf == CK_UNAVAILABLE_INFORMATION)
         return 1;
-    if (c->label_len > 0 &&
-        p11_token_check_mech(c->key->p11->tok, CKM_RSA_X_509) == CKR_OK)
+    /* The token, or the key's CKA_ALLOWED_MECHANISMS, may offer the raw
+     * primitive and not CKM_RSA_PKCS_OAEP. */
+    if ((c->label_len > 0 || !p11_mech_usable(c->key->p11, CKM_RSA_PKCS_OAEP)) &&
+        p11_mech_usable(c->key->p11, CKM_RSA_X_509))
         return 1;
-    p11_failure_clear();
     return 0;
 }
 
@@ -202,8 +204,13 @@ static CK_RV run(asym_ctx *c, p11_op_kind kind, CK_MECHANISM_TYPE mech, void *pa
 {
     CK_MECHANISM m = {mech, param, param_len};
     CK_ULONG len = *outlen;
-    CK_RV rv = p11_oneshot(c->key->p11, kind, &m, in, inlen, out, &len);
+    CK_RV rv;
 
+    /* The private key's CKA_ALLOWED_MECHANISMS: a refusal that names them
+     * rather than the token's bare CKR_MECHANISM_INVALID. */
+    if (kind == P11_DECRYPT && (rv = p11_mech_require(c->key->p11, mech)) != CKR_OK)
+        return rv;
+    rv = p11_oneshot(c->key->p11, kind, &m, in, inlen, out, &len);
     *outlen = len;
     return rv;
 }

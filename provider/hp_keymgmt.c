@@ -9,6 +9,8 @@
  * comparison with a certificate's key. */
 #include "hp_provider.h"
 
+#include "hp_digest.h"
+
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
@@ -38,7 +40,6 @@ static hp_key *key_new(hp_provctx *pctx, int kind)
     if (k != NULL) {
         k->pctx = pctx;
         k->kind = kind;
-        atomic_init(&k->lacks_raw_mech, -1);
     }
     return k;
 }
@@ -94,11 +95,76 @@ static void km_free(void *keydata)
     free(k);
 }
 
+/* An RSA key whose CKA_ALLOWED_MECHANISMS has PSS signatures and no other
+ * kind: OpenSSL must see an RSA-PSS key, or TLS picks PKCS#1 v1.5 for it. */
+static int rsa_pss_only(const p11_key *k)
+{
+    int pss = 0;
+
+    if (k->type != CKK_RSA || k->allowed == NULL)
+        return 0;
+    for (CK_ULONG i = 0; i < k->n_allowed; i++) {
+        switch (k->allowed[i]) {
+        case CKM_RSA_PKCS_PSS:
+        case CKM_SHA1_RSA_PKCS_PSS:
+        case CKM_SHA224_RSA_PKCS_PSS:
+        case CKM_SHA256_RSA_PKCS_PSS:
+        case CKM_SHA384_RSA_PKCS_PSS:
+        case CKM_SHA512_RSA_PKCS_PSS:
+            pss = 1;
+            break;
+        case CKM_RSA_PKCS:
+        case CKM_RSA_X_509:
+        case CKM_RSA_X9_31:
+        case CKM_SHA1_RSA_PKCS:
+        case CKM_SHA224_RSA_PKCS:
+        case CKM_SHA256_RSA_PKCS:
+        case CKM_SHA384_RSA_PKCS:
+        case CKM_SHA512_RSA_PKCS:
+            return 0;
+        }
+    }
+    return pss;
+}
+
+/* The digest k's allowed mechanisms bind its signatures to, if one: no raw
+ * signature mechanism is allowed, and the hash-and-sign ones all have the
+ * same digest. */
+static void bound_digest(const p11_key *pk, int kind, char *out, size_t len)
+{
+    static const int nids[] = {NID_sha1, NID_sha224, NID_sha256, NID_sha384, NID_sha512};
+    const char *found = NULL;
+
+    out[0] = '\0';
+    if (pk->allowed == NULL || kind == HP_KEY_ED25519)
+        return;
+    if (kind == HP_KEY_EC ? p11_key_allows(pk, CKM_ECDSA)
+                          : p11_key_allows(pk, CKM_RSA_PKCS_PSS) ||
+                                (kind == HP_KEY_RSA && p11_key_allows(pk, CKM_RSA_PKCS)))
+        return;
+    for (size_t i = 0; i < sizeof(nids) / sizeof(nids[0]); i++) {
+        const hp_digest *d = hp_digest_by_nid(nids[i]);
+
+        if (d == NULL)
+            continue;
+        if (kind == HP_KEY_EC
+                ? p11_key_allows(pk, d->ecdsa)
+                : p11_key_allows(pk, d->rsa_pss) ||
+                      (kind == HP_KEY_RSA && p11_key_allows(pk, d->rsa_pkcs))) {
+            if (found != NULL)
+                return;
+            found = OBJ_nid2sn(nids[i]);
+        }
+    }
+    if (found != NULL)
+        snprintf(out, len, "%s", found);
+}
+
 const char *hp_key_type_name(const p11_key *k)
 {
     switch (k->type) {
     case CKK_RSA:
-        return "RSA";
+        return rsa_pss_only(k) ? "RSA-PSS" : "RSA";
     case CKK_EC:
         return "EC";
     case CKK_EC_EDWARDS:
@@ -170,11 +236,13 @@ hp_key *hp_key_from_p11(hp_provctx *pctx, p11_key *pk)
                  (unsigned long)pk->type);
         return NULL;
     }
-    k = key_new(pctx, pk->type == CKK_RSA  ? HP_KEY_RSA
+    k = key_new(pctx, pk->type == CKK_RSA
+                          ? (rsa_pss_only(pk) ? HP_KEY_RSA_PSS : HP_KEY_RSA)
                       : pk->type == CKK_EC ? HP_KEY_EC
                                            : HP_KEY_ED25519);
     if (k == NULL)
         return NULL;
+    bound_digest(pk, k->kind, k->mandatory_md, sizeof(k->mandatory_md));
     if (pk->type == CKK_RSA) {
         k->n = dup_bytes(pk->modulus, pk->modulus_len);
         k->n_len = pk->modulus_len;
@@ -493,6 +561,7 @@ static int fromdata_cb(const OSSL_PARAM params[], void *arg)
         EVP_PKEY_CTX_new_from_name(fa->k->pctx->libctx,
                                    fa->k->kind == HP_KEY_EC        ? "EC"
                                    : fa->k->kind == HP_KEY_ED25519 ? "ED25519"
+                                   : fa->k->kind == HP_KEY_RSA_PSS ? "RSA-PSS"
                                                                    : "RSA",
                                    NULL);
     int ok =
@@ -620,8 +689,15 @@ static int km_get_params(void *keydata, OSSL_PARAM params[])
             return 0;
         return 1;
     }
+    /* A key its token binds to one digest says so: TLS then offers only
+     * signature algorithms with that digest for it. */
     if ((p = OSSL_PARAM_locate(params, OSSL_PKEY_PARAM_DEFAULT_DIGEST)) != NULL &&
-        !OSSL_PARAM_set_utf8_string(p, "SHA256"))
+        !OSSL_PARAM_set_utf8_string(p, k->mandatory_md[0] != '\0' ? k->mandatory_md
+                                                                  : "SHA256"))
+        return 0;
+    if (k->mandatory_md[0] != '\0' &&
+        (p = OSSL_PARAM_locate(params, OSSL_PKEY_PARAM_MANDATORY_DIGEST)) != NULL &&
+        !OSSL_PARAM_set_utf8_string(p, k->mandatory_md))
         return 0;
     if (k->kind == HP_KEY_EC) {
         if ((p = OSSL_PARAM_locate(params, OSSL_PKEY_PARAM_GROUP_NAME)) != NULL &&
@@ -667,7 +743,8 @@ static int km_get_params(void *keydata, OSSL_PARAM params[])
     OSSL_PARAM_int(OSSL_PKEY_PARAM_BITS, NULL),                                          \
         OSSL_PARAM_int(OSSL_PKEY_PARAM_SECURITY_BITS, NULL),                             \
         OSSL_PARAM_int(OSSL_PKEY_PARAM_MAX_SIZE, NULL),                                  \
-        OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_DEFAULT_DIGEST, NULL, 0)
+        OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_DEFAULT_DIGEST, NULL, 0),                 \
+        OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_MANDATORY_DIGEST, NULL, 0)
 
 static const OSSL_PARAM rsa_gettable[] = {
     COMMON_GETTABLE,

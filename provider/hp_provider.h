@@ -72,7 +72,9 @@ typedef struct hp_key {
     char group[32]; /* EC named curve, e.g. "prime256v1" */
     int bits;
     int public_only; /* loaded as a public key: the private object is not used */
-    atomic_int lacks_raw_mech; /* -1: not checked yet; 1: token has only combined ones */
+    /* The one digest the key's CKA_ALLOWED_MECHANISMS lets it sign with (only
+     * hash-and-sign mechanisms of that digest allowed); "" when not bound. */
+    char mandatory_md[16];
 } hp_key;
 
 enum { HP_KEY_RSA = 1, HP_KEY_RSA_PSS, HP_KEY_EC, HP_KEY_ED25519 };

@@ -111,6 +111,7 @@ static int init(sig_ctx *c, void *key, const OSSL_PARAM params[], int sign)
     /* Re-init ends what the context was doing in the token. */
     p11_op_abort(&c->op);
     c->stream = 0;
+    c->decided = 0;
     c->moved = 0;
     c->sign = sign;
 
@@ -128,10 +129,15 @@ static int init(sig_ctx *c, void *key, const OSSL_PARAM params[], int sign)
         }
         c->key = k;
     }
-    if (c->key->p11 == NULL) {
+    /* A public key imported from software (OpenSSL moved it here because
+     * hsmprov was preferred, "?provider=hsmprov") verifies with the default
+     * provider in our library context, as it would have without the
+     * preference. A software private key never gets here: import refuses it,
+     * so OpenSSL keeps it with its own provider. */
+    if (c->key->p11 == NULL && sign) {
         hp_raise(c->pctx, HP_R_KEY_TYPE,
-                 "hsmprov signs and verifies only with keys on a "
-                 "token; this key was imported from software");
+                 "hsmprov signs only with keys on a token; this key was imported "
+                 "from software");
         return 0;
     }
     if (sign && (c->key->public_only || c->key->p11->priv == CK_INVALID_HANDLE)) {
@@ -192,6 +198,11 @@ int sig_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsize,
         return 0;
     if (!prepare(c, tbs, tbslen, &p))
         return 0;
+    /* A digest-sign checked its mechanism when it chose it. */
+    if (!c->decided && (rv = p11_mech_require(c->key->p11, p.mech.mechanism)) != CKR_OK) {
+        hp_raise_p11(c->pctx, rv);
+        return 0;
+    }
     if (c->is_rsa) {
         if (sigsize < need) {
             hp_raise(c->pctx, HP_R_BAD_PARAM, "signature buffer of %zu bytes, need %zu",
@@ -220,6 +231,35 @@ int sig_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsize,
     return 1;
 }
 
+/* Verification with a public key imported from software: the default
+ * provider of our library context checks it, with the context's parameters.
+ * sig is as the application gave it (DER for ECDSA). */
+static int soft_verify(sig_ctx *c, const unsigned char *sig, size_t siglen,
+                       const unsigned char *tbs, size_t tbslen)
+{
+    EVP_PKEY *pk = hp_key_public_pkey(c->key);
+    EVP_PKEY_CTX *pc =
+        pk != NULL ? EVP_PKEY_CTX_new_from_pkey(c->pctx->libctx, pk, NULL) : NULL;
+    int r = 0;
+
+    if (pc == NULL || EVP_PKEY_verify_init(pc) <= 0 ||
+        (c->md != NULL && EVP_PKEY_CTX_set_signature_md(pc, c->md) <= 0))
+        goto end;
+    if (c->is_rsa) {
+        if (EVP_PKEY_CTX_set_rsa_padding(pc, c->pad) <= 0)
+            goto end;
+        if (c->pad == RSA_PKCS1_PSS_PADDING &&
+            (EVP_PKEY_CTX_set_rsa_pss_saltlen(pc, c->saltlen) <= 0 ||
+             (c->mgf1 != NULL && EVP_PKEY_CTX_set_rsa_mgf1_md(pc, c->mgf1) <= 0)))
+            goto end;
+    }
+    r = EVP_PKEY_verify(pc, sig, siglen, tbs, tbslen) == 1;
+end:
+    EVP_PKEY_CTX_free(pc);
+    EVP_PKEY_free(pk);
+    return r;
+}
+
 static int verify_with(sig_ctx *c, struct prepared *p, const unsigned char *sig,
                        size_t siglen)
 {
@@ -242,8 +282,11 @@ int sig_verify(void *vctx, const unsigned char *sig, size_t siglen,
     struct prepared p;
     unsigned char rs[2 * 66];
     size_t rslen;
+    CK_RV rv;
     int r;
 
+    if (c->key->p11 == NULL)
+        return soft_verify(c, sig, siglen, tbs, tbslen);
     /* Like OpenSSL's RSA: the recovered number, in the modulus' length,
      * is compared with tbs; other input never matches (no error either). */
     if (c->is_rsa && c->pad == RSA_NO_PADDING &&
@@ -251,6 +294,10 @@ int sig_verify(void *vctx, const unsigned char *sig, size_t siglen,
         return 0;
     if (!prepare(c, tbs, tbslen, &p))
         return 0;
+    if (!c->decided && (rv = p11_mech_require(c->key->p11, p.mech.mechanism)) != CKR_OK) {
+        hp_raise_p11(c->pctx, rv);
+        return 0;
+    }
     if (!c->is_rsa) {
         if (!sig_ecdsa_from_der(c, sig, siglen, rs, &rslen))
             return 0;
@@ -266,24 +313,7 @@ int sig_verify(void *vctx, const unsigned char *sig, size_t siglen,
     return r == 1;
 }
 
-/* Whether digest-sign streams in the token: asked for, or the token lacks the
- * raw mechanism. The mechanism check is made once per key. */
-static int wants_stream(sig_ctx *c)
-{
-    hp_key *k = c->key;
-    int lacks = atomic_load(&k->lacks_raw_mech);
-
-    if (c->pctx->digest_in_token)
-        return 1;
-    if (lacks < 0) {
-        CK_MECHANISM_TYPE raw = c->is_rsa ? CKM_RSA_PKCS : CKM_ECDSA;
-
-        lacks = p11_token_check_mech(k->p11->tok, raw) != CKR_OK;
-        atomic_store(&k->lacks_raw_mech, lacks);
-    }
-    return lacks;
-}
-
+/* The hash-and-sign mechanism for c's digest and padding. */
 static CK_MECHANISM_TYPE combined_mech(const sig_ctx *c)
 {
     const hp_digest *d = hp_digest_by_nid(sig_md_nid(c->md));
@@ -292,11 +322,100 @@ static CK_MECHANISM_TYPE combined_mech(const sig_ctx *c)
         return CK_UNAVAILABLE_INFORMATION;
     if (!c->is_rsa)
         return d->ecdsa;
-    return c->pad == RSA_PKCS1_PSS_PADDING ? d->rsa_pss : d->rsa_pkcs;
+    if (c->pad == RSA_PKCS1_PSS_PADDING)
+        return d->rsa_pss;
+    return c->pad == RSA_PKCS1_PADDING ? d->rsa_pkcs : CK_UNAVAILABLE_INFORMATION;
 }
 
-/* Starts the token operation at the first update or final: TLS sets the
- * padding only after DigestSignInit. Takes the context's lease. */
+static CK_MECHANISM_TYPE raw_mech(const sig_ctx *c)
+{
+    if (!c->is_rsa)
+        return CKM_ECDSA;
+    switch (c->pad) {
+    case RSA_PKCS1_PADDING:
+        return CKM_RSA_PKCS;
+    case RSA_PKCS1_PSS_PADDING:
+        return CKM_RSA_PKCS_PSS;
+    case RSA_NO_PADDING:
+        return CKM_RSA_X_509;
+    case RSA_X931_PADDING:
+        return CKM_RSA_X9_31;
+    }
+    return CK_UNAVAILABLE_INFORMATION;
+}
+
+static void sig_mechs(const sig_ctx *c, p11_sig_mechs *sm)
+{
+    sm->combined = combined_mech(c);
+    sm->digest = hp_digest_mech(sig_md_nid(c->md));
+    sm->raw = raw_mech(c);
+}
+
+/* Whether the key can sign with c's digest in some padding: OpenSSL asks
+ * which digests a key takes by trying DigestSignInit with each (TLS picks its
+ * signature algorithms that way), so init refuses what no padding allows.
+ * The padding itself is chosen later (decide). */
+static int digest_possible(sig_ctx *c)
+{
+    static const int pads[] = {RSA_PKCS1_PSS_PADDING, RSA_PKCS1_PADDING};
+    int saved = c->pad, ok = 0;
+    p11_sig_mechs sm;
+    p11_via via;
+    CK_RV rv = CKR_OK;
+
+    if (c->key->p11 == NULL)
+        return 1;
+    for (size_t i = 0; i < sizeof(pads) / sizeof(pads[0]) && !ok; i++) {
+        if (c->is_rsa && c->key->kind == HP_KEY_RSA_PSS &&
+            pads[i] != RSA_PKCS1_PSS_PADDING)
+            continue;
+        if (c->is_rsa)
+            c->pad = pads[i];
+        else if (i > 0)
+            break;
+        sig_mechs(c, &sm);
+        rv = p11_mech_choose_sig(c->key->p11, &sm, c->pctx->digest_in_token, &via);
+        ok = rv == CKR_OK;
+    }
+    c->pad = saved;
+    if (ok) {
+        p11_failure_clear();
+        return 1;
+    }
+    hp_raise_p11(c->pctx, rv);
+    return 0;
+}
+
+/* Chooses how the digest-sign runs (p11_mech_choose_sig), at its first update
+ * or final: TLS sets the padding only after DigestSignInit. Host hashing
+ * starts here; the token operation starts in stream_start. */
+static int decide(sig_ctx *c)
+{
+    p11_sig_mechs sm;
+    CK_RV rv;
+
+    if (c->decided)
+        return 1;
+    c->via = P11_VIA_HOST_DIGEST;
+    if (c->key->p11 != NULL) { /* else a software public key: verified here */
+        sig_mechs(c, &sm);
+        rv = p11_mech_choose_sig(c->key->p11, &sm, c->pctx->digest_in_token, &c->via);
+        if (rv != CKR_OK) {
+            hp_raise_p11(c->pctx, rv);
+            return 0;
+        }
+    }
+    c->decided = 1;
+    c->stream = c->via != P11_VIA_HOST_DIGEST;
+    if (c->stream)
+        return 1;
+    if (c->mdctx == NULL && (c->mdctx = EVP_MD_CTX_new()) == NULL)
+        return 0;
+    return EVP_DigestInit_ex2(c->mdctx, c->md, NULL);
+}
+
+/* Starts the token operation at the first update or final. Takes the
+ * context's lease. */
 static int stream_start(sig_ctx *c)
 {
     CK_MECHANISM mech = {combined_mech(c), NULL, 0};
@@ -310,12 +429,9 @@ static int stream_start(sig_ctx *c)
     }
     if (p11_op_running(&c->op))
         return 1;
-    c->digest_then_sign = 0;
-    if (!c->is_rsa && mech.mechanism != CK_UNAVAILABLE_INFORMATION &&
-        p11_token_check_mech(c->key->p11->tok, mech.mechanism) != CKR_OK) {
-        /* No combined ECDSA mechanism (SoftHSM2 has none): hash in the
-         * token on our leased session, then sign the hash with CKM_ECDSA on
-         * that same session. */
+    if (c->via == P11_VIA_TOKEN_DIGEST) {
+        /* Hash in the token on our leased session, then sign the hash with
+         * the raw mechanism on that same session. */
         CK_MECHANISM dm = {hp_digest_mech(sig_md_nid(c->md)), NULL, 0};
 
         rv = p11_op_digest_then_init(&c->op, c->key->p11, &dm);
@@ -323,15 +439,7 @@ static int stream_start(sig_ctx *c)
             hp_raise_p11(c->pctx, rv);
             return 0;
         }
-        c->digest_then_sign = 1;
         return 1;
-    }
-    if (mech.mechanism == CK_UNAVAILABLE_INFORMATION ||
-        (c->is_rsa && c->pad != RSA_PKCS1_PADDING && c->pad != RSA_PKCS1_PSS_PADDING)) {
-        hp_raise(c->pctx, HP_R_UNSUPPORTED,
-                 "no combined token mechanism for %s with this padding",
-                 EVP_MD_get0_name(c->md));
-        return 0;
     }
     if (c->is_rsa && c->pad == RSA_PKCS1_PSS_PADDING) {
         sig_rsa_pss_params(c, &c->pss);
@@ -351,15 +459,9 @@ static int digest_init(sig_ctx *c, const char *mdname, void *key,
 {
     if (!init(c, key, params, sign))
         return 0;
-    if (!sig_set_md(c, mdname != NULL && *mdname != '\0' ? mdname : "SHA256", &c->md))
-        return 0;
-    if (wants_stream(c)) {
-        c->stream = 1;
-        return 1;
-    }
-    if (c->mdctx == NULL && (c->mdctx = EVP_MD_CTX_new()) == NULL)
-        return 0;
-    return EVP_DigestInit_ex2(c->mdctx, c->md, NULL);
+    if (mdname == NULL || *mdname == '\0')
+        mdname = c->key->mandatory_md[0] != '\0' ? c->key->mandatory_md : "SHA256";
+    return sig_set_md(c, mdname, &c->md) && digest_possible(c);
 }
 
 int sig_digest_sign_init(void *vctx, const char *mdname, void *key,
@@ -379,6 +481,8 @@ int sig_digest_update(void *vctx, const unsigned char *data, size_t len)
     sig_ctx *c = vctx;
     CK_RV rv;
 
+    if (!decide(c))
+        return 0;
     if (!c->stream)
         return c->mdctx != NULL && EVP_DigestUpdate(c->mdctx, data, len);
     if (!stream_start(c))
@@ -391,29 +495,49 @@ int sig_digest_update(void *vctx, const unsigned char *data, size_t len)
     return 1;
 }
 
-/* Ends the in-token digest and starts the raw signature operation on the
- * same leased session. */
-static CK_RV digest_then(sig_ctx *c, p11_op_kind kind, unsigned char *h, CK_ULONG *hlen)
+/* Ends the in-token digest and starts the raw operation on the same leased
+ * session; p is then the raw mechanism and its input. The mechanism does not
+ * depend on the hash (its input does: PKCS#1 v1.5 prefixes the DigestInfo),
+ * so it is prepared on a zero hash for the Init and again on the hash. */
+static int token_digest_then(sig_ctx *c, p11_op_kind kind, unsigned char *h,
+                             struct prepared *p)
 {
-    CK_MECHANISM mech = {CKM_ECDSA, NULL, 0};
+    CK_ULONG hlen = EVP_MAX_MD_SIZE;
+    size_t mdlen = (size_t)EVP_MD_get_size(c->md);
+    CK_RV rv;
 
-    return p11_op_digest_then_step(&c->op, c->key->p11, kind, &mech, h, hlen);
+    memset(h, 0, EVP_MAX_MD_SIZE);
+    if (!prepare(c, h, mdlen, p)) {
+        p11_op_abort(&c->op);
+        return 0;
+    }
+    rv = p11_op_digest_then_step(&c->op, c->key->p11, kind, &p->mech, h, &hlen);
+    if (rv != CKR_OK) {
+        hp_raise_p11(c->pctx, rv);
+        return 0;
+    }
+    if (hlen != mdlen || !prepare(c, h, hlen, p)) {
+        p11_op_abort(&c->op);
+        return 0;
+    }
+    return 1;
 }
 
 static int stream_sign_final(sig_ctx *c, unsigned char *sig, size_t *siglen,
                              size_t sigsize)
 {
     unsigned char rs[2 * 66], h[EVP_MAX_MD_SIZE];
-    CK_ULONG outlen, hlen = sizeof(h);
+    struct prepared p;
+    CK_ULONG outlen;
     CK_RV rv;
 
     if (!stream_start(c))
         return 0;
     outlen = c->is_rsa ? (CK_ULONG)sigsize : sizeof(rs);
-    if (c->digest_then_sign) {
-        rv = digest_then(c, P11_SIGN, h, &hlen);
-        if (rv == CKR_OK)
-            rv = p11_op_oneshot(&c->op, h, hlen, rs, &outlen);
+    if (c->via == P11_VIA_TOKEN_DIGEST) {
+        if (!token_digest_then(c, P11_SIGN, h, &p))
+            return 0;
+        rv = p11_op_oneshot(&c->op, p.in, p.inlen, c->is_rsa ? sig : rs, &outlen);
     } else {
         rv = p11_op_final(&c->op, c->is_rsa ? sig : rs, &outlen);
     }
@@ -435,8 +559,9 @@ static int stream_sign_final(sig_ctx *c, unsigned char *sig, size_t *siglen,
 static int stream_verify_final(sig_ctx *c, const unsigned char *sig, size_t siglen)
 {
     unsigned char rs[2 * 66], h[EVP_MAX_MD_SIZE];
+    struct prepared p;
     size_t rslen = siglen;
-    CK_ULONG sl, hlen = sizeof(h);
+    CK_ULONG sl;
     CK_RV rv;
 
     if (!stream_start(c))
@@ -449,10 +574,10 @@ static int stream_verify_final(sig_ctx *c, const unsigned char *sig, size_t sigl
         sig = rs;
     }
     sl = (CK_ULONG)rslen;
-    if (c->digest_then_sign) {
-        rv = digest_then(c, P11_VERIFY, h, &hlen);
-        if (rv == CKR_OK)
-            rv = p11_op_oneshot(&c->op, h, hlen, (unsigned char *)sig, &sl);
+    if (c->via == P11_VIA_TOKEN_DIGEST) {
+        if (!token_digest_then(c, P11_VERIFY, h, &p))
+            return 0;
+        rv = p11_op_oneshot(&c->op, p.in, p.inlen, (unsigned char *)sig, &sl);
     } else {
         rv = p11_op_final(&c->op, (unsigned char *)sig, &sl);
     }
@@ -475,6 +600,8 @@ int sig_digest_sign_final(void *vctx, unsigned char *sig, size_t *siglen, size_t
         *siglen = hp_key_size(c->key);
         return 1;
     }
+    if (!decide(c))
+        return 0;
     if (c->stream)
         return stream_sign_final(c, sig, siglen, sigsize);
     if (c->mdctx == NULL || !EVP_DigestFinal_ex(c->mdctx, h, &hlen))
@@ -488,6 +615,8 @@ int sig_digest_verify_final(void *vctx, const unsigned char *sig, size_t siglen)
     unsigned char h[EVP_MAX_MD_SIZE];
     unsigned int hlen;
 
+    if (!decide(c))
+        return 0;
     if (c->stream)
         return stream_verify_final(c, sig, siglen);
     if (c->mdctx == NULL || !EVP_DigestFinal_ex(c->mdctx, h, &hlen))

@@ -56,10 +56,11 @@ static int init(ed_ctx *c, const char *mdname, hp_key *k, int sign)
         hp_raise(c->pctx, HP_R_BAD_PARAM, "Ed25519 takes no digest (got \"%s\")", mdname);
         return 0;
     }
-    if (k == NULL || k->kind != HP_KEY_ED25519 || k->p11 == NULL) {
+    if (k == NULL || k->kind != HP_KEY_ED25519 || (k->p11 == NULL && sign)) {
         hp_raise(c->pctx, HP_R_KEY_TYPE, "not an Ed25519 key on a token");
         return 0;
     }
+    /* A public key imported from software verifies in software (ed_verify). */
     if (sign && (k->public_only || k->p11->priv == CK_INVALID_HANDLE)) {
         hp_raise(c->pctx, HP_R_KEY_TYPE, "C_SignInit: %s is a public key: it cannot sign",
                  k->p11->name);
@@ -107,14 +108,35 @@ static int ed_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsiz
     return 1;
 }
 
+/* A public key imported from software (hsmprov preferred by a property
+ * query): the default provider of our library context checks it. */
+static int soft_verify(ed_ctx *c, const unsigned char *sig, size_t siglen,
+                       const unsigned char *tbs, size_t tbslen)
+{
+    EVP_PKEY *pk = hp_key_public_pkey(c->key);
+    EVP_MD_CTX *md = pk != NULL ? EVP_MD_CTX_new() : NULL;
+    int r =
+        md != NULL &&
+        EVP_DigestVerifyInit_ex(md, NULL, NULL, c->pctx->libctx, NULL, pk, NULL) == 1 &&
+        EVP_DigestVerify(md, sig, siglen, tbs, tbslen) == 1;
+
+    EVP_MD_CTX_free(md);
+    EVP_PKEY_free(pk);
+    return r;
+}
+
 static int ed_verify(void *vctx, const unsigned char *sig, size_t siglen,
                      const unsigned char *tbs, size_t tbslen)
 {
     ed_ctx *c = vctx;
     CK_MECHANISM mech = {CKM_EDDSA, NULL, 0};
     CK_ULONG sl = (CK_ULONG)siglen;
-    CK_RV rv = p11_oneshot(c->key->p11, P11_VERIFY, &mech, tbs, (CK_ULONG)tbslen,
-                           (unsigned char *)sig, &sl);
+    CK_RV rv;
+
+    if (c->key->p11 == NULL)
+        return soft_verify(c, sig, siglen, tbs, tbslen);
+    rv = p11_oneshot(c->key->p11, P11_VERIFY, &mech, tbs, (CK_ULONG)tbslen,
+                     (unsigned char *)sig, &sl);
 
     if (rv == CKR_OK)
         return 1;

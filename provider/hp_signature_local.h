@@ -6,6 +6,7 @@
 
 #include "hp_provider.h"
 
+#include "p11_mech.h"
 #include "p11_op.h"
 
 #include <openssl/core_dispatch.h>
@@ -23,10 +24,11 @@ typedef struct sig_ctx {
     EVP_MD_CTX *mdctx; /* digest-sign: the host-side hash */
 
     /* Streaming in the token. */
-    int stream;           /* this digest operation runs in the token */
-    int sign;             /* 1: signing, 0: verifying */
-    int moved;            /* its running token operation went to a duplicate */
-    int digest_then_sign; /* C_Digest* in the token, then the raw mechanism */
+    int stream;  /* this digest operation runs in the token */
+    int sign;    /* 1: signing, 0: verifying */
+    int moved;   /* its running token operation went to a duplicate */
+    int decided; /* digest-sign: c->via is chosen (first update or final) */
+    p11_via via;
     CK_RSA_PKCS_PSS_PARAMS pss;
     p11_op op; /* holds the lease from the first update to final/free */
 } sig_ctx;

@@ -5,6 +5,9 @@
 #include "p11_recover.h"
 #include "p11_uri.h"
 
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,6 +185,75 @@ static CK_ULONG bit_length(const unsigned char *be, CK_ULONG len)
     return bits;
 }
 
+/* value as a DER OCTET STRING, as CKA_EC_POINT holds it; NULL on failure. */
+static unsigned char *der_octet_string(const unsigned char *v, size_t len, CK_ULONG *out)
+{
+    unsigned char *d = len < 0x10000 ? malloc(len + 4) : NULL;
+    size_t h = 0;
+
+    if (d == NULL)
+        return NULL;
+    d[h++] = 0x04;
+    if (len < 0x80) {
+        d[h++] = (unsigned char)len;
+    } else if (len < 0x100) {
+        d[h++] = 0x81;
+        d[h++] = (unsigned char)len;
+    } else {
+        d[h++] = 0x82;
+        d[h++] = (unsigned char)(len >> 8);
+        d[h++] = (unsigned char)len;
+    }
+    memcpy(d + h, v, len);
+    *out = (CK_ULONG)(h + len);
+    return d;
+}
+
+/* The public point of an EC or EdDSA key without a public-key object (smart
+ * cards often hold only the private key and the certificate): from the
+ * certificate with the same CKA_ID, if its key is of k's type. */
+static void point_from_certificate(p11_key *k)
+{
+    CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+    CK_BBOOL yes = CK_TRUE;
+    CK_ATTRIBUTE tmpl[3] = {
+        {CKA_CLASS, &cls, sizeof(cls)},
+        {CKA_ID, k->id, k->id_len},
+        {CKA_TOKEN, &yes, sizeof(yes)},
+    };
+    CK_OBJECT_HANDLE *v;
+    CK_ULONG n, len;
+    unsigned char *der = NULL, pt[256];
+    const unsigned char *p;
+    X509 *x = NULL;
+    EVP_PKEY *pk;
+    size_t ptlen = 0;
+    int ok = 0;
+
+    if (k->id_len == 0 || p11_find_objects(k->tok, tmpl, 3, &v, &n) != CKR_OK)
+        return;
+    if (n > 0 && p11_read_attr(k->tok, v[0], CKA_VALUE, &der, &len) == CKR_OK) {
+        p = der;
+        x = d2i_X509(NULL, &p, (long)len);
+    }
+    free(v);
+    free(der);
+    pk = x != NULL ? X509_get0_pubkey(x) : NULL;
+    if (pk != NULL && k->type == CKK_EC && EVP_PKEY_is_a(pk, "EC"))
+        ok = EVP_PKEY_get_octet_string_param(pk, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, pt,
+                                             sizeof(pt), &ptlen);
+    else if (pk != NULL && k->type == CKK_EC_EDWARDS &&
+             (EVP_PKEY_is_a(pk, "ED25519") || EVP_PKEY_is_a(pk, "ED448")))
+        ok = EVP_PKEY_get_octet_string_param(pk, OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof(pt),
+                                             &ptlen);
+    if (ok)
+        k->ec_point = der_octet_string(pt, ptlen, &k->ec_point_len);
+    else if (x != NULL)
+        p11_debug("%s: the certificate with its CKA_ID holds another type of key",
+                  k->name);
+    X509_free(x);
+}
+
 static CK_RV read_public_parts(p11_key *k)
 {
     CK_OBJECT_HANDLE src;
@@ -207,15 +279,53 @@ static CK_RV read_public_parts(p11_key *k)
             CKR_OK)
             return p11_fail(CKR_ATTRIBUTE_TYPE_INVALID, "C_GetAttributeValue",
                             "CKA_EC_PARAMS of %s", k->name);
-        /* The point lives on the public object only; without one the key can
-         * still sign, and the provider may find the point in a certificate. */
-        if (k->pub != CK_INVALID_HANDLE)
-            p11_read_attr(k->tok, k->pub, CKA_EC_POINT, &k->ec_point, &k->ec_point_len);
+        /* The point is on the public object; without one, some tokens give
+         * it on the private object too, else the certificate has it. Without
+         * any the key can still sign. */
+        if (p11_read_attr(k->tok, src, CKA_EC_POINT, &k->ec_point, &k->ec_point_len) !=
+                CKR_OK &&
+            src == k->priv)
+            point_from_certificate(k);
+        p11_failure_clear();
         return CKR_OK;
     }
     return p11_fail(CKR_KEY_TYPE_INCONSISTENT, "C_GetAttributeValue",
                     "%s has key type 0x%lx, which hsmprov does not handle", k->name,
                     (unsigned long)k->type);
+}
+
+/* The private object's restrictions (see p11_key in p11_object.h). A token
+ * that does not know the attributes restricts nothing. */
+static void read_restrictions(p11_key *k)
+{
+    unsigned char *v;
+    CK_ULONG len;
+
+    if (p11_read_attr(k->tok, k->priv, CKA_ALWAYS_AUTHENTICATE, &v, &len) == CKR_OK) {
+        k->always_auth = len == sizeof(CK_BBOOL) && v[0] == CK_TRUE;
+        free(v);
+    }
+    if (p11_read_attr(k->tok, k->priv, CKA_ALLOWED_MECHANISMS, &v, &len) == CKR_OK) {
+        /* An empty list is no restriction (PKCS#11 3.0 §4.4 leaves it
+         * undefined; tokens write one when nothing was given). */
+        if (len >= sizeof(CK_MECHANISM_TYPE) && len % sizeof(CK_MECHANISM_TYPE) == 0) {
+            k->allowed = (CK_MECHANISM_TYPE *)v;
+            k->n_allowed = len / sizeof(CK_MECHANISM_TYPE);
+        } else {
+            free(v);
+        }
+    }
+    p11_failure_clear();
+}
+
+int p11_key_allows(const p11_key *k, CK_MECHANISM_TYPE mech)
+{
+    if (k->allowed == NULL)
+        return 1;
+    for (CK_ULONG i = 0; i < k->n_allowed; i++)
+        if (k->allowed[i] == mech)
+            return 1;
+    return 0;
 }
 
 CK_RV p11_key_load(p11_token *t, CK_OBJECT_HANDLE o, p11_key **out)
@@ -252,6 +362,7 @@ CK_RV p11_key_load(p11_token *t, CK_OBJECT_HANDLE o, p11_key **out)
     if (k->cls == CKO_PRIVATE_KEY) {
         k->priv = o;
         k->pub = find_public(k);
+        read_restrictions(k);
     } else {
         k->priv = CK_INVALID_HANDLE;
         k->pub = o;
@@ -353,6 +464,7 @@ void p11_key_free(p11_key *k)
     free(k->exponent);
     free(k->ec_params);
     free(k->ec_point);
+    free(k->allowed);
     pthread_mutex_destroy(&k->refind_lock);
     free(k);
 }

@@ -41,6 +41,13 @@ typedef struct p11_key {
     unsigned char *modulus, *exponent, *ec_params, *ec_point;
     CK_ULONG modulus_len, exponent_len, ec_params_len, ec_point_len;
     CK_ULONG bits;
+    /* Read once with the key. CKA_ALWAYS_AUTHENTICATE: every signature or
+     * decryption needs a context-specific login after its Init (smart cards'
+     * signature keys). CKA_ALLOWED_MECHANISMS: NULL when the token sets no
+     * restriction. */
+    int always_auth;
+    CK_MECHANISM_TYPE *allowed;
+    CK_ULONG n_allowed;
 } p11_key;
 
 /* Handles of all objects matching the template (n == 0: all objects). */
@@ -52,6 +59,10 @@ CK_RV p11_read_attr(p11_token *t, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type,
                     unsigned char **val, CK_ULONG *len);
 CK_RV p11_read_ulong(p11_token *t, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type,
                      CK_ULONG *val);
+
+/* Whether k's CKA_ALLOWED_MECHANISMS lets it be used with mech (1 when the
+ * key has no such restriction). */
+int p11_key_allows(const p11_key *k, CK_MECHANISM_TYPE mech);
 
 /* A key record for the object o (a private or public key), with its public
  * parts; refs starts at 1. */

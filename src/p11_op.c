@@ -77,6 +77,19 @@ static CK_RV init_once(p11_op *op, p11_token *t, p11_key *k, p11_op_kind kind,
     if (rv != CKR_OK)
         return p11_fail_mech(rv, init_names[kind], mech, name);
     op->active = 1;
+    /* A key that wants the PIN for each use: the login belongs to this
+     * operation, so it follows its Init on the same session. */
+    if (op->key != NULL && k->always_auth) {
+        rv = p11_token_context_login(t, op->lease.h, name);
+        if (rv != CKR_OK) {
+            /* The operation waits for a login that will not come: only
+             * closing the session surely ends it. */
+            op->active = 0;
+            op->keep = 0;
+            p11_lease_discard(&op->lease);
+            return rv;
+        }
+    }
     return CKR_OK;
 }
 

@@ -94,6 +94,10 @@ void p11_token_check_session(p11_token *t, CK_SESSION_HANDLE h);
 void p11_token_lost(p11_token *t, int sessions);
 /* After the token forgot our login: log in again with the PIN that worked. */
 CK_RV p11_token_relogin(p11_token *t);
+/* C_Login(CKU_CONTEXT_SPECIFIC) on session h, right after C_SignInit or
+ * C_DecryptInit with a key whose CKA_ALWAYS_AUTHENTICATE is true, with the
+ * PIN the user login was made with; name is the key, for messages. */
+CK_RV p11_token_context_login(p11_token *t, CK_SESSION_HANDLE h, const char *name);
 
 /* CKR_OK when the token lists the mechanism; else CKR_MECHANISM_INVALID with a
  * failure text naming it. */

@@ -92,6 +92,33 @@ CK_RV p11_token_relogin(p11_token *t)
     return rv;
 }
 
+CK_RV p11_token_context_login(p11_token *t, CK_SESSION_HANDLE h, const char *name)
+{
+    CK_RV rv;
+
+    pthread_mutex_lock(&t->login_lock);
+    if (t->pin == NULL) {
+        pthread_mutex_unlock(&t->login_lock);
+        return p11_fail(CKR_USER_NOT_LOGGED_IN, "C_Login",
+                        "%s needs the PIN for each use (CKA_ALWAYS_AUTHENTICATE) and no "
+                        "PIN is known for token \"%s\"",
+                        name, t->label);
+    }
+    /* Never a PIN the token rejected: repeats lock tokens. */
+    if (pin_equal(t->bad_pin, t->bad_pin_len, t->pin, t->pin_len))
+        rv = CKR_PIN_INCORRECT;
+    else
+        rv = P11_CALL(t->m, C_Login, h, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR *)t->pin,
+                      (CK_ULONG)t->pin_len);
+    if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED)
+        pin_replace(&t->bad_pin, &t->bad_pin_len, t->pin, t->pin_len);
+    pthread_mutex_unlock(&t->login_lock);
+    if (rv != CKR_OK)
+        return p11_fail(rv, "C_Login",
+                        "context-specific login for %s (CKA_ALWAYS_AUTHENTICATE)", name);
+    return CKR_OK;
+}
+
 /* Called with obj_lock held. */
 static CK_RV object_session(p11_token *t, unsigned *gen)
 {

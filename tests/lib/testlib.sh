@@ -200,12 +200,14 @@ hp_start_server() {
         hp_openssl_argv
         # A simple command in the background: $! is timeout itself, which
         # passes our kill on to s_server.
-        timeout 60 "${HP_OPENSSL[@]}" s_server -accept "127.0.0.1:$port" "$@" >"$out" 2>&1 </dev/null &
+        # Generous limits: an instrumented openssl on a loaded machine takes
+        # tens of seconds to start (the loop ends as soon as it is ready).
+        timeout 300 "${HP_OPENSSL[@]}" s_server -accept "127.0.0.1:$port" "$@" >"$out" 2>&1 </dev/null &
         pid=$!
-        # Up to 30 s: a sanitizer build on a loaded machine (NSS, a remote
-        # token) can take more than 10 s to start; a started server ends the
-        # wait at once.
-        for _ in $(seq 300); do
+        # Up to 60 s: an instrumented openssl on a loaded machine (NSS, a
+        # remote token) can take tens of seconds to start; a started server
+        # ends the wait at once.
+        for _ in $(seq 600); do
             if grep -q '^ACCEPT' "$out"; then
                 HP_PIDS+=("$pid")
                 export HP_PORT=$port

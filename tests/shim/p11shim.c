@@ -397,6 +397,8 @@ static struct {
     struct fault *faults;
     unsigned delay_all;
     unsigned delay[F_COUNT];
+    CK_MECHANISM_TYPE hidden[32]; /* P11SHIM_HIDE_MECHS */
+    size_t n_hidden;
     struct sess *buckets[NBUCKETS];
     CK_SESSION_HANDLE next_vh;
     unsigned long seq;
@@ -725,10 +727,87 @@ static void env_delay_item(const char *var, char *item)
         g.delay[fid] = (unsigned)us;
 }
 
+/* Mechanisms tests name in P11SHIM_HIDE_MECHS; others are given as numbers. */
+static const struct {
+    const char *name;
+    CK_MECHANISM_TYPE mech;
+} mech_names[] = {
+#define M(x)                                                                             \
+    {                                                                                    \
+#x, x                                                                            \
+    }
+    M(CKM_RSA_PKCS),
+    M(CKM_RSA_PKCS_PSS),
+    M(CKM_RSA_X_509),
+    M(CKM_RSA_PKCS_OAEP),
+    M(CKM_SHA1_RSA_PKCS),
+    M(CKM_SHA224_RSA_PKCS),
+    M(CKM_SHA256_RSA_PKCS),
+    M(CKM_SHA384_RSA_PKCS),
+    M(CKM_SHA512_RSA_PKCS),
+    M(CKM_SHA1_RSA_PKCS_PSS),
+    M(CKM_SHA224_RSA_PKCS_PSS),
+    M(CKM_SHA256_RSA_PKCS_PSS),
+    M(CKM_SHA384_RSA_PKCS_PSS),
+    M(CKM_SHA512_RSA_PKCS_PSS),
+    M(CKM_ECDSA),
+    M(CKM_ECDSA_SHA1),
+    M(CKM_ECDSA_SHA224),
+    M(CKM_ECDSA_SHA256),
+    M(CKM_ECDSA_SHA384),
+    M(CKM_ECDSA_SHA512),
+    M(CKM_SHA_1),
+    M(CKM_SHA224),
+    M(CKM_SHA256),
+    M(CKM_SHA384),
+    M(CKM_SHA512),
+#undef M
+};
+
+static void env_hide_item(const char *var, char *item)
+{
+    CK_MECHANISM_TYPE mech = 0;
+    char *end;
+    size_t i;
+
+    for (i = 0; i < sizeof(mech_names) / sizeof(mech_names[0]); i++)
+        if (strcmp(item, mech_names[i].name) == 0)
+            break;
+    if (i < sizeof(mech_names) / sizeof(mech_names[0])) {
+        mech = mech_names[i].mech;
+    } else {
+        errno = 0;
+        mech = strtoul(item, &end, 0);
+        if (errno != 0 || *end != '\0' || end == item) {
+            env_warn(var, item);
+            return;
+        }
+    }
+    if (g.n_hidden == sizeof(g.hidden) / sizeof(g.hidden[0])) {
+        env_warn(var, item);
+        return;
+    }
+    g.hidden[g.n_hidden++] = mech;
+}
+
+static int mech_hidden(CK_MECHANISM_TYPE mech)
+{
+    int hit = 0;
+
+    lock();
+    for (size_t i = 0; i < g.n_hidden; i++)
+        hit |= g.hidden[i] == mech;
+    unlock();
+    return hit;
+}
+
 static void apply_env_locked(void)
 {
     const char *log = getenv("P11SHIM_LOG"), *check = getenv("P11SHIM_CHECK");
     const char *gcm = getenv("P11SHIM_GCM_ONE_PART");
+
+    g.n_hidden = 0;
+    env_items("P11SHIM_HIDE_MECHS", env_hide_item);
 
     env_items("P11SHIM_FAIL", env_fail_item);
     env_items("P11SHIM_DELAY_US", env_delay_item);
@@ -1190,6 +1269,22 @@ static CK_RV sess_end(struct call *c, CK_RV rv, int out_null)
         return sess_end(&c, rv, OUTNULL);                                                \
     }
 
+/* An operation's Init: a mechanism of P11SHIM_HIDE_MECHS is refused as a
+ * module without it refuses it. */
+#define SESS_INIT_FN(NAME, PARAMS, H, MECH, ARGS)                                        \
+    static CK_RV shim_##NAME PARAMS                                                      \
+    {                                                                                    \
+        struct call c;                                                                   \
+        CK_RV rv = sess_begin(&c, F_##NAME, H);                                          \
+        if (c.forward && (MECH) != NULL && mech_hidden((MECH)->mechanism)) {             \
+            c.forward = 0;                                                               \
+            rv = CKR_MECHANISM_INVALID;                                                  \
+        }                                                                                \
+        if (c.forward)                                                                   \
+            rv = c.fl->NAME ARGS;                                                        \
+        return sess_end(&c, rv, 0);                                                      \
+    }
+
 /* A slot-level call forwarded as is. */
 #define PLAIN_FN(NAME, PARAMS, ARGS)                                                     \
     static CK_RV shim_##NAME PARAMS                                                      \
@@ -1432,12 +1527,59 @@ static CK_RV shim_C_GetSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info)
 }
 
 PLAIN_FN(C_GetTokenInfo, (CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info), (slot, info))
-PLAIN_FN(C_GetMechanismList,
-         (CK_SLOT_ID slot, CK_MECHANISM_TYPE_PTR list, CK_ULONG_PTR count),
-         (slot, list, count))
-PLAIN_FN(C_GetMechanismInfo,
-         (CK_SLOT_ID slot, CK_MECHANISM_TYPE type, CK_MECHANISM_INFO_PTR info),
-         (slot, type, info))
+/* The real list without the mechanisms of P11SHIM_HIDE_MECHS. */
+static CK_RV hidden_mech_list(CK_FUNCTION_LIST *fl, CK_SLOT_ID slot,
+                              CK_MECHANISM_TYPE_PTR list, CK_ULONG_PTR count)
+{
+    CK_ULONG n = 0, kept = 0;
+    CK_MECHANISM_TYPE *v;
+    CK_RV rv;
+
+    if (count == NULL)
+        return CKR_ARGUMENTS_BAD;
+    rv = fl->C_GetMechanismList(slot, NULL, &n);
+    if (rv != CKR_OK)
+        return rv;
+    v = calloc(n + 1, sizeof(*v));
+    if (v == NULL)
+        return CKR_HOST_MEMORY;
+    rv = fl->C_GetMechanismList(slot, v, &n);
+    if (rv == CKR_OK) {
+        for (CK_ULONG i = 0; i < n; i++)
+            if (!mech_hidden(v[i]))
+                v[kept++] = v[i];
+        if (list != NULL && *count < kept)
+            rv = CKR_BUFFER_TOO_SMALL;
+        else if (list != NULL)
+            memcpy(list, v, kept * sizeof(*v));
+        *count = kept;
+    }
+    free(v);
+    return rv;
+}
+
+static CK_RV shim_C_GetMechanismList(CK_SLOT_ID slot, CK_MECHANISM_TYPE_PTR list,
+                                     CK_ULONG_PTR count)
+{
+    struct call c;
+    CK_RV rv = plain_begin(&c, F_C_GetMechanismList);
+
+    if (c.forward)
+        rv = hidden_mech_list(c.fl, slot, list, count);
+    return plain_end(&c, rv);
+}
+
+static CK_RV shim_C_GetMechanismInfo(CK_SLOT_ID slot, CK_MECHANISM_TYPE type,
+                                     CK_MECHANISM_INFO_PTR info)
+{
+    struct call c;
+    CK_RV rv = plain_begin(&c, F_C_GetMechanismInfo);
+
+    if (c.forward)
+        rv = mech_hidden(type) ? CKR_MECHANISM_INVALID
+                               : c.fl->C_GetMechanismInfo(slot, type, info);
+    return plain_end(&c, rv);
+}
 PLAIN_FN(C_InitToken,
          (CK_SLOT_ID slot, CK_UTF8CHAR_PTR pin, CK_ULONG pinlen, CK_UTF8CHAR_PTR label),
          (slot, pin, pinlen, label))
@@ -1572,13 +1714,18 @@ SESS_FN(C_FindObjects,
         h, 0, (c.rh, obj, max, count))
 SESS_FN(C_FindObjectsFinal, (CK_SESSION_HANDLE h), h, 0, (c.rh))
 
-/* The inits of encryption and decryption note AES-GCM for P11SHIM_GCM_ONE_PART. */
+/* The inits of encryption and decryption refuse hidden mechanisms, as every
+ * init does, and note AES-GCM for P11SHIM_GCM_ONE_PART. */
 #define CRYPT_INIT_FN(NAME)                                                              \
     static CK_RV shim_##NAME(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m,                    \
                              CK_OBJECT_HANDLE k)                                         \
     {                                                                                    \
         struct call c;                                                                   \
         CK_RV rv = sess_begin(&c, F_##NAME, h);                                          \
+        if (c.forward && m != NULL && mech_hidden(m->mechanism)) {                       \
+            c.forward = 0;                                                               \
+            rv = CKR_MECHANISM_INVALID;                                                  \
+        }                                                                                \
         if (c.forward)                                                                   \
             rv = c.fl->NAME(c.rh, m, k);                                                 \
         c.gcm = m != NULL && m->mechanism == CKM_AES_GCM;                                \
@@ -1606,7 +1753,7 @@ SESS_FN(C_DecryptUpdate,
         h, out == NULL, (c.rh, in, inlen, out, outlen))
 SESS_FN(C_DecryptFinal, (CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG_PTR outlen), h,
         out == NULL, (c.rh, out, outlen))
-SESS_FN(C_DigestInit, (CK_SESSION_HANDLE h, CK_MECHANISM_PTR m), h, 0, (c.rh, m))
+SESS_INIT_FN(C_DigestInit, (CK_SESSION_HANDLE h, CK_MECHANISM_PTR m), h, m, (c.rh, m))
 SESS_FN(C_Digest,
         (CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR out,
          CK_ULONG_PTR outlen),
@@ -1616,8 +1763,8 @@ SESS_FN(C_DigestUpdate, (CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen), h
 SESS_FN(C_DigestKey, (CK_SESSION_HANDLE h, CK_OBJECT_HANDLE k), h, 0, (c.rh, k))
 SESS_FN(C_DigestFinal, (CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG_PTR outlen), h,
         out == NULL, (c.rh, out, outlen))
-SESS_FN(C_SignInit, (CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k), h, 0,
-        (c.rh, m, k))
+SESS_INIT_FN(C_SignInit, (CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k), h,
+             m, (c.rh, m, k))
 SESS_FN(C_Sign,
         (CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR sig,
          CK_ULONG_PTR siglen),
@@ -1632,8 +1779,8 @@ SESS_FN(C_SignRecover,
         (CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR sig,
          CK_ULONG_PTR siglen),
         h, sig == NULL, (c.rh, in, inlen, sig, siglen))
-SESS_FN(C_VerifyInit, (CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k), h, 0,
-        (c.rh, m, k))
+SESS_INIT_FN(C_VerifyInit, (CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k),
+             h, m, (c.rh, m, k))
 SESS_FN(C_Verify,
         (CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR sig,
          CK_ULONG siglen),

@@ -48,6 +48,14 @@
  *                                           CKR_OPERATION_NOT_INITIALIZED and the
  *                                           operation stays active (in the real
  *                                           module too); C_Encrypt/C_Decrypt work
+ *   P11SHIM_HIDE_MECHS=CKM_SHA256_RSA_PKCS_PSS,0x1044
+ *                                           mechanisms the module seems to lack:
+ *                                           left out of C_GetMechanismList,
+ *                                           CKR_MECHANISM_INVALID from
+ *                                           C_GetMechanismInfo and from every
+ *                                           C_*Init (names of hash-and-sign,
+ *                                           raw RSA/ECDSA and digest mechanisms,
+ *                                           or numbers)
  * Read at every C_GetFunctionList:
  *   P11SHIM_NULL_FUNCS=C_Sign,C_CopyObject  the function list returned has these
  *                                           entries NULL, as a module that
