@@ -303,12 +303,44 @@ static int get_bn_bytes(const OSSL_PARAM *params, const char *name, unsigned cha
     return ok;
 }
 
+/* Domain parameters alone: EVP_PKEY_copy_parameters from a token key
+ * makes a key of ours and imports them into it. Only EC keys have any (the
+ * curve); for RSA and Ed25519 there is nothing to import. */
+static int import_domain(hp_key *k, int selection, const OSSL_PARAM params[])
+{
+    const OSSL_PARAM *g;
+    char *gp = k->group;
+    int nid;
+    EC_GROUP *grp;
+
+    if (!(selection & OSSL_KEYMGMT_SELECT_DOMAIN_PARAMETERS) || k->kind != HP_KEY_EC)
+        return (selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) == 0;
+    g = OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_GROUP_NAME);
+    if (g == NULL || !OSSL_PARAM_get_utf8_string(g, &gp, sizeof(k->group)))
+        return 0;
+    nid = OBJ_sn2nid(k->group);
+    if (nid == NID_undef)
+        nid = EC_curve_nist2nid(k->group);
+    grp = nid != NID_undef ? EC_GROUP_new_by_curve_name_ex(k->pctx->libctx, NULL, nid)
+                           : NULL;
+    if (grp == NULL) {
+        k->group[0] = '\0';
+        return 0;
+    }
+    k->bits = EC_GROUP_order_bits(grp);
+    snprintf(k->group, sizeof(k->group), "%s", OBJ_nid2sn(nid));
+    EC_GROUP_free(grp);
+    return 1;
+}
+
 static int km_import(void *keydata, int selection, const OSSL_PARAM params[])
 {
     hp_key *k = keydata;
 
-    if (k == NULL || k->p11 != NULL || !(selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY))
+    if (k == NULL || k->p11 != NULL)
         return 0;
+    if (!(selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY))
+        return import_domain(k, selection, params);
     /* Private material never enters hsmprov: software keys stay with the
      * default provider. */
     if (OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_RSA_D) != NULL ||
@@ -384,9 +416,16 @@ static const OSSL_PARAM *km_rsa_types(int selection)
     return (selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY) ? rsa_types : NULL;
 }
 
+static const OSSL_PARAM ec_domain_types[] = {
+    OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, NULL, 0),
+    OSSL_PARAM_END,
+};
+
 static const OSSL_PARAM *km_ec_types(int selection)
 {
-    return (selection & OSSL_KEYMGMT_SELECT_KEYPAIR) ? ec_types : NULL;
+    if (selection & OSSL_KEYMGMT_SELECT_KEYPAIR)
+        return ec_types;
+    return (selection & OSSL_KEYMGMT_SELECT_DOMAIN_PARAMETERS) ? ec_domain_types : NULL;
 }
 
 static int km_export(void *keydata, int selection, OSSL_CALLBACK *cb, void *cbarg)
@@ -402,7 +441,11 @@ static int km_export(void *keydata, int selection, OSSL_CALLBACK *cb, void *cbar
     /* See the head of this file: never a public-only copy of a private key. */
     if ((selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) && has_private(k))
         return 0;
-    if (!has_public(k))
+    /* A key holding only domain parameters (EVP_PKEY_copy_parameters)
+     * exports those. */
+    if ((selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY)
+            ? !has_public(k)
+            : k->kind == HP_KEY_EC && k->group[0] == '\0')
         return 0;
     bld = OSSL_PARAM_BLD_new();
     if (bld == NULL)

@@ -1,5 +1,6 @@
 /* Provider entry point: configuration, algorithm tables, lazy module load. */
 #include "hp_provider.h"
+#include "hp_uri_pem.h"
 
 #include "p11_failure.h"
 #include "p11_names.h"
@@ -59,17 +60,19 @@ static const OSSL_ALGORITHM store_algs[] = {
 #define SPKI_DER HP_PROPS ",output=der,structure=SubjectPublicKeyInfo"
 #define SPKI_PEM HP_PROPS ",output=pem,structure=SubjectPublicKeyInfo"
 /* Not the type-specific structures: i2d_PrivateKey asks for those first and
- * then for PrivateKeyInfo, and one message is enough. */
-#define PRIV_ENCODER(names, out, structure)                                              \
+ * then for PrivateKeyInfo, and one key file format is enough. */
+#define PRIV_ENCODER(names, out, structure, fns)                                         \
     {                                                                                    \
-        names, HP_PROPS ",output=" out ",structure=" structure,                          \
-            hp_private_key_encoder_functions, NULL                                       \
+        names, HP_PROPS ",output=" out ",structure=" structure, fns, NULL                \
     }
 #define PRIV_ENCODERS(names)                                                             \
-    PRIV_ENCODER(names, "der", "PrivateKeyInfo"),                                        \
-        PRIV_ENCODER(names, "pem", "PrivateKeyInfo"),                                    \
-        PRIV_ENCODER(names, "der", "EncryptedPrivateKeyInfo"),                           \
-        PRIV_ENCODER(names, "pem", "EncryptedPrivateKeyInfo")
+    PRIV_ENCODER(names, "der", "PrivateKeyInfo", hp_private_key_der_encoder_functions),  \
+        PRIV_ENCODER(names, "pem", "PrivateKeyInfo",                                     \
+                     hp_private_key_pem_encoder_functions),                              \
+        PRIV_ENCODER(names, "der", "EncryptedPrivateKeyInfo",                            \
+                     hp_private_key_encrypted_encoder_functions),                        \
+        PRIV_ENCODER(names, "pem", "EncryptedPrivateKeyInfo",                            \
+                     hp_private_key_encrypted_encoder_functions)
 static const OSSL_ALGORITHM encoder_algs[] = {
     {RSA_NAMES, SPKI_DER, hp_rsa_spki_der_encoder_functions, NULL},
     {RSA_NAMES, SPKI_PEM, hp_rsa_spki_pem_encoder_functions, NULL},
@@ -79,11 +82,27 @@ static const OSSL_ALGORITHM encoder_algs[] = {
     {EC_NAMES, SPKI_PEM, hp_ec_spki_pem_encoder_functions, NULL},
     {ED25519_NAMES, SPKI_DER, hp_ed25519_spki_der_encoder_functions, NULL},
     {ED25519_NAMES, SPKI_PEM, hp_ed25519_spki_pem_encoder_functions, NULL},
-    /* Private key output of any of our keys: refused with a message. */
+    {RSA_NAMES, HP_PROPS ",output=text", hp_text_encoder_functions, NULL},
+    {RSAPSS_NAMES, HP_PROPS ",output=text", hp_text_encoder_functions, NULL},
+    {EC_NAMES, HP_PROPS ",output=text", hp_text_encoder_functions, NULL},
+    {ED25519_NAMES, HP_PROPS ",output=text", hp_text_encoder_functions, NULL},
+    /* Private key output of any of our keys: a key file holding its URI. */
     PRIV_ENCODERS(RSA_NAMES),
     PRIV_ENCODERS(RSAPSS_NAMES),
     PRIV_ENCODERS(EC_NAMES),
     PRIV_ENCODERS(ED25519_NAMES),
+    {NULL, NULL, NULL, NULL},
+};
+
+/* Key files that refer to a token key (hp_decoder.c): PEM with our label to
+ * DER (named "DER", as OpenSSL's own PEM decoder is), then DER to a key. */
+#define URIFILE_DER HP_PROPS ",input=der,structure=" HP_URI_FILE_STRUCTURE
+static const OSSL_ALGORITHM decoder_algs[] = {
+    {"DER", HP_PROPS ",input=pem", hp_urifile_pem_decoder_functions, "key files, PEM"},
+    {RSA_NAMES, URIFILE_DER, hp_rsa_urifile_decoder_functions, "RSA key files"},
+    {EC_NAMES, URIFILE_DER, hp_ec_urifile_decoder_functions, "EC key files"},
+    {ED25519_NAMES, URIFILE_DER, hp_ed25519_urifile_decoder_functions,
+     "Ed25519 key files"},
     {NULL, NULL, NULL, NULL},
 };
 
@@ -99,6 +118,8 @@ static const OSSL_ALGORITHM *hp_query(void *provctx, int op, int *no_cache)
         return store_algs;
     case OSSL_OP_ENCODER:
         return encoder_algs;
+    case OSSL_OP_DECODER:
+        return decoder_algs;
     case OSSL_OP_CIPHER:
         return hp_cipher_algs;
     case OSSL_OP_ASYM_CIPHER:
@@ -375,7 +396,9 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
     /* Our own library context with the default provider: hashing on the host
      * (DESIGN §2.9) and public-key encoding happen there, never through this
      * provider, so nothing we call can recurse into us. */
-    pctx->libctx = OSSL_LIB_CTX_new();
+    /* From the core's dispatch: BIO_new_from_core_bio then works in it, for
+     * the decoders (hp_decoder.c). */
+    pctx->libctx = OSSL_LIB_CTX_new_from_dispatch(handle, in);
     if (pctx->libctx != NULL)
         pctx->libctx_default = OSSL_PROVIDER_load(pctx->libctx, "default");
     if (pctx->libctx_default == NULL) {

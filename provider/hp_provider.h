@@ -134,6 +134,9 @@ int hp_rsa_raw_input_ok(const hp_key *k, const unsigned char *in, size_t inlen,
 /* The key's public half as a default-provider EVP_PKEY in pctx->libctx. */
 EVP_PKEY *hp_key_public_pkey(const hp_key *k);
 
+/* Writes all of data to a core BIO (hp_encoder.c). */
+int hp_core_write(hp_provctx *pctx, OSSL_CORE_BIO *out, const void *data, size_t len);
+
 /* Algorithm tables of hp_cipher.c and hp_asym_cipher.c. */
 extern const OSSL_ALGORITHM hp_cipher_algs[];
 extern const OSSL_ALGORITHM hp_asym_cipher_algs[];
@@ -153,6 +156,13 @@ extern const OSSL_DISPATCH hp_rsa_spki_der_encoder_functions[];
 extern const OSSL_DISPATCH hp_rsa_spki_pem_encoder_functions[];
 extern const OSSL_DISPATCH hp_ec_spki_der_encoder_functions[];
 extern const OSSL_DISPATCH hp_ec_spki_pem_encoder_functions[];
-extern const OSSL_DISPATCH hp_private_key_encoder_functions[];
+extern const OSSL_DISPATCH hp_urifile_pem_decoder_functions[];
+extern const OSSL_DISPATCH hp_rsa_urifile_decoder_functions[];
+extern const OSSL_DISPATCH hp_ec_urifile_decoder_functions[];
+extern const OSSL_DISPATCH hp_ed25519_urifile_decoder_functions[];
+extern const OSSL_DISPATCH hp_text_encoder_functions[];
+extern const OSSL_DISPATCH hp_private_key_der_encoder_functions[];
+extern const OSSL_DISPATCH hp_private_key_pem_encoder_functions[];
+extern const OSSL_DISPATCH hp_private_key_encrypted_encoder_functions[];
 
 #endif

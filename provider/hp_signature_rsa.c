@@ -17,6 +17,8 @@
 
 static OSSL_FUNC_signature_newctx_fn sig_rsa_newctx;
 static OSSL_FUNC_signature_settable_ctx_params_fn sig_rsa_settable;
+static OSSL_FUNC_signature_verify_recover_init_fn sig_rsa_verify_recover_init;
+static OSSL_FUNC_signature_verify_recover_fn sig_rsa_verify_recover;
 
 static void *sig_rsa_newctx(void *provctx, const char *propq)
 {
@@ -274,9 +276,52 @@ static const OSSL_PARAM *sig_rsa_settable(void *vctx, void *provctx)
     return settable;
 }
 
+/* Verify-recover (`pkeyutl -verifyrecover`) needs only the public key, and
+ * tokens seldom offer C_VerifyRecover: it is done on the host, by the
+ * default provider in our library context, with the context's padding and
+ * digest. */
+static int sig_rsa_verify_recover_init(void *vctx, void *key, const OSSL_PARAM params[])
+{
+    return sig_verify_init(vctx, key, params);
+}
+
+static int sig_rsa_verify_recover(void *vctx, unsigned char *rout, size_t *routlen,
+                                  size_t routsize, const unsigned char *sig,
+                                  size_t siglen)
+{
+    sig_ctx *c = vctx;
+    EVP_PKEY *pub;
+    EVP_PKEY_CTX *pc = NULL;
+    int ok = 0;
+
+    if (rout == NULL) {
+        *routlen = hp_key_size(c->key);
+        return 1;
+    }
+    if ((pub = hp_key_public_pkey(c->key)) == NULL) {
+        hp_raise(c->pctx, HP_R_NOT_FOUND, "the public key of %s is not known",
+                 c->key->p11 != NULL ? c->key->p11->name : "the key");
+        return 0;
+    }
+    *routlen = routsize;
+    pc = EVP_PKEY_CTX_new_from_pkey(c->pctx->libctx, pub, NULL);
+    ok = pc != NULL && EVP_PKEY_verify_recover_init(pc) > 0 &&
+         EVP_PKEY_CTX_set_rsa_padding(pc, c->pad) > 0 &&
+         (c->md == NULL || EVP_PKEY_CTX_set_signature_md(pc, c->md) > 0) &&
+         EVP_PKEY_verify_recover(pc, rout, routlen, sig, siglen) > 0;
+    EVP_PKEY_CTX_free(pc);
+    EVP_PKEY_free(pub);
+    /* The default provider's reason ("padding check failed", ...) is on the
+     * error queue already. */
+    return ok;
+}
+
 const OSSL_DISPATCH hp_rsa_signature_functions[] = {
     {OSSL_FUNC_SIGNATURE_NEWCTX, (void (*)(void))sig_rsa_newctx},
     SIGNATURE_COMMON,
     {OSSL_FUNC_SIGNATURE_SETTABLE_CTX_PARAMS, (void (*)(void))sig_rsa_settable},
+    {OSSL_FUNC_SIGNATURE_VERIFY_RECOVER_INIT,
+     (void (*)(void))sig_rsa_verify_recover_init},
+    {OSSL_FUNC_SIGNATURE_VERIFY_RECOVER, (void (*)(void))sig_rsa_verify_recover},
     {0, NULL},
 };

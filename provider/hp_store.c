@@ -9,6 +9,7 @@
 #include <openssl/core_object.h>
 #include <openssl/params.h>
 #include <openssl/store.h>
+#include <openssl/x509.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,11 @@ typedef struct store_ctx {
     struct found *items;
     size_t n, next;
     CK_ATTRIBUTE *find_attrs;
+    /* OSSL_STORE_find: by subject name (certificates' CKA_SUBJECT, DER) and
+     * by alias (CKA_LABEL). */
+    unsigned char *subject;
+    size_t subject_len;
+    char *alias;
 } store_ctx;
 
 static void *store_open(void *provctx, const char *uri)
@@ -61,9 +67,41 @@ static const OSSL_PARAM *store_settable(void *provctx)
 {
     static const OSSL_PARAM settable[] = {
         OSSL_PARAM_int(OSSL_STORE_PARAM_EXPECT, NULL),
+        OSSL_PARAM_octet_string(OSSL_STORE_PARAM_SUBJECT, NULL, 0),
+        OSSL_PARAM_utf8_string(OSSL_STORE_PARAM_ALIAS, NULL, 0),
         OSSL_PARAM_END,
     };
     return settable;
+}
+
+/* The search criteria, kept for start(). A NUL in an alias would cut it
+ * short without the user noticing: refused. */
+static int set_search(store_ctx *sc, const OSSL_PARAM params[])
+{
+    const OSSL_PARAM *p = OSSL_PARAM_locate_const(params, OSSL_STORE_PARAM_SUBJECT);
+    const void *v;
+    size_t len;
+
+    if (p != NULL) {
+        if (!OSSL_PARAM_get_octet_string_ptr(p, &v, &len) || len == 0)
+            return 0;
+        free(sc->subject);
+        if ((sc->subject = malloc(len)) == NULL)
+            return 0;
+        memcpy(sc->subject, v, len);
+        sc->subject_len = len;
+    }
+    p = OSSL_PARAM_locate_const(params, OSSL_STORE_PARAM_ALIAS);
+    if (p != NULL) {
+        const char *a;
+
+        if (!OSSL_PARAM_get_utf8_string_ptr(p, &a) || *a == '\0')
+            return 0;
+        free(sc->alias);
+        if ((sc->alias = strdup(a)) == NULL)
+            return 0;
+    }
+    return 1;
 }
 
 static int store_set_params(void *loaderctx, const OSSL_PARAM params[])
@@ -73,7 +111,7 @@ static int store_set_params(void *loaderctx, const OSSL_PARAM params[])
 
     if (p != NULL && !OSSL_PARAM_get_int(p, &sc->expect))
         return 0;
-    return 1;
+    return set_search(sc, params);
 }
 
 static int class_rank(CK_OBJECT_CLASS c)
@@ -90,6 +128,9 @@ static int by_class(const void *a, const void *b)
 
 static int wanted(const store_ctx *sc, CK_OBJECT_CLASS c)
 {
+    /* A search by name is one for certificates (as OpenSSL's file store's). */
+    if (sc->subject != NULL && c != CKO_CERTIFICATE)
+        return 0;
     switch (sc->expect) {
     case OSSL_STORE_INFO_PKEY:
         return c == CKO_PRIVATE_KEY;
@@ -108,6 +149,36 @@ static int needs_private(const store_ctx *sc)
     if (sc->uri->has_class)
         return sc->uri->cls == CKO_PRIVATE_KEY || sc->uri->cls == CKO_SECRET_KEY;
     return sc->expect == 0 || sc->expect == OSSL_STORE_INFO_PKEY;
+}
+
+/* The OSSL_STORE_find criteria as attributes: they narrow what the URI
+ * names (a URI's own object= and a search alias both must match). */
+static CK_ULONG add_search_attrs(const store_ctx *sc, CK_ATTRIBUTE *attrs, CK_ULONG n)
+{
+    if (sc->subject != NULL)
+        attrs[n++] = (CK_ATTRIBUTE){CKA_SUBJECT, sc->subject, sc->subject_len};
+    if (sc->alias != NULL)
+        attrs[n++] = (CK_ATTRIBUTE){CKA_LABEL, sc->alias, strlen(sc->alias)};
+    return n;
+}
+
+/* The search criteria for a message: the subject as parsed (escaped by
+ * X509_NAME_oneline), the alias not repeated. */
+static void search_text(const store_ctx *sc, char *out, size_t outlen)
+{
+    const unsigned char *p = sc->subject;
+    X509_NAME *name = p != NULL ? d2i_X509_NAME(NULL, &p, (long)sc->subject_len) : NULL;
+    char buf[200];
+
+    out[0] = '\0';
+    if (sc->subject != NULL)
+        snprintf(out, outlen, " with subject %s",
+                 name != NULL && X509_NAME_oneline(name, buf, sizeof(buf)) != NULL
+                     ? buf
+                     : "(not a DER name)");
+    if (sc->alias != NULL)
+        snprintf(out + strlen(out), outlen - strlen(out), " with the alias searched for");
+    X509_NAME_free(name);
 }
 
 /* Finds the token(s) and the objects the URI names, logging in if private
@@ -131,7 +202,7 @@ static int start(store_ctx *sc, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
     /* Token objects only: session objects of this process are key copies
      * and cipher keys of ours, not something to list or load. */
     {
-        CK_ATTRIBUTE *with_token = calloc(nattrs + 1, sizeof(*with_token));
+        CK_ATTRIBUTE *with_token = calloc(nattrs + 3, sizeof(*with_token));
 
         if (with_token == NULL) {
             free(toks);
@@ -140,6 +211,7 @@ static int start(store_ctx *sc, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
         if (nattrs > 0)
             memcpy(with_token, attrs, nattrs * sizeof(*attrs));
         with_token[nattrs++] = (CK_ATTRIBUTE){CKA_TOKEN, &on_token, sizeof(on_token)};
+        nattrs = add_search_attrs(sc, with_token, nattrs);
         sc->find_attrs = with_token;
         attrs = with_token;
     }
@@ -179,8 +251,12 @@ static int start(store_ctx *sc, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
                            : sc->expect == OSSL_STORE_INFO_PUBKEY ? "key"
                            : sc->expect == OSSL_STORE_INFO_CERT   ? "certificate"
                                                                   : "key or certificate";
-        hp_raise_p11(sc->pctx, p11_fail(P11_RV_NOT_FOUND, "C_FindObjects",
-                                        "no %s matches %s", what, sc->uri->shown));
+        char crit[256];
+
+        search_text(sc, crit, sizeof(crit));
+        hp_raise_p11(sc->pctx,
+                     p11_fail(P11_RV_NOT_FOUND, "C_FindObjects", "no %s matches %s%s",
+                              what, sc->uri->shown, crit));
         return 0;
     }
     qsort(sc->items, sc->n, sizeof(*sc->items), by_class);
@@ -297,6 +373,8 @@ static int store_close(void *loaderctx)
 
     p11_uri_free(sc->uri);
     free(sc->find_attrs);
+    free(sc->subject);
+    free(sc->alias);
     free(sc->items);
     free(sc);
     return 1;

@@ -351,17 +351,25 @@ CK_ATTRIBUTE *p11_uri_object_attrs(const p11_uri *u, CK_ULONG *n)
     return p11_kit_uri_get_attributes(u->kit, n);
 }
 
-char *p11_uri_format_object(const unsigned char token_label[32], const char *label,
-                            const unsigned char *id, size_t id_len, CK_OBJECT_CLASS cls)
+static char *format_object(const CK_TOKEN_INFO *token, int whole_identity,
+                           const char *label, const unsigned char *id, size_t id_len,
+                           CK_OBJECT_CLASS cls)
 {
     P11KitUri *v = p11_kit_uri_new();
+    CK_TOKEN_INFO *ti;
     CK_ATTRIBUTE attrs[3];
     CK_ULONG n = 0;
     char *text = NULL;
 
     if (v == NULL)
         return NULL;
-    memcpy(p11_kit_uri_get_token_info(v)->label, token_label, 32);
+    ti = p11_kit_uri_get_token_info(v);
+    memcpy(ti->label, token->label, sizeof(ti->label));
+    if (whole_identity) {
+        memcpy(ti->manufacturerID, token->manufacturerID, sizeof(ti->manufacturerID));
+        memcpy(ti->model, token->model, sizeof(ti->model));
+        memcpy(ti->serialNumber, token->serialNumber, sizeof(ti->serialNumber));
+    }
     if (label != NULL && *label != '\0')
         attrs[n++] = (CK_ATTRIBUTE){CKA_LABEL, (void *)label, strlen(label)};
     if (id_len > 0)
@@ -372,4 +380,20 @@ char *p11_uri_format_object(const unsigned char token_label[32], const char *lab
         text = NULL;
     p11_kit_uri_free(v);
     return text;
+}
+
+char *p11_uri_format_object(const unsigned char token_label[32], const char *label,
+                            const unsigned char *id, size_t id_len, CK_OBJECT_CLASS cls)
+{
+    CK_TOKEN_INFO token;
+
+    memset(&token, 0, sizeof(token));
+    memcpy(token.label, token_label, sizeof(token.label));
+    return format_object(&token, 0, label, id, id_len, cls);
+}
+
+char *p11_uri_format_kept(const CK_TOKEN_INFO *token, const char *label,
+                          const unsigned char *id, size_t id_len, CK_OBJECT_CLASS cls)
+{
+    return format_object(token, 1, label, id, id_len, cls);
 }

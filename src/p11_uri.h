@@ -40,5 +40,10 @@ CK_ATTRIBUTE *p11_uri_object_attrs(const p11_uri *u, CK_ULONG *n);
  * percent-encoded) by p11-kit; label and id may be absent. Caller frees. */
 char *p11_uri_format_object(const unsigned char token_label[32], const char *label,
                             const unsigned char *id, size_t id_len, CK_OBJECT_CLASS cls);
+/* The same for a URI that is kept (in a key file): the token is named by
+ * label, manufacturer, model and serial number, so that the URI still finds
+ * it when slots are renumbered or another token has the same label. */
+char *p11_uri_format_kept(const CK_TOKEN_INFO *token, const char *label,
+                          const unsigned char *id, size_t id_len, CK_OBJECT_CLASS cls);
 
 #endif

@@ -15,10 +15,11 @@
 #     env_module_override  PKCS11_PROVIDER_MODULE (missing file) beats the config
 #     not_a_module         pkcs11-module-path names a library that is no PKCS#11 module
 #     mechanism_missing    RSA X9.31 padding, which SoftHSM2 does not have
-#     private_export_refused_with_message
-#                          openssl pkey -out (DER, PEM, encrypted PEM) of a
-#                          token private key: refused with a message that the
-#                          key stays in the token; -pubout still works
+#     private_export_encrypted_refused_with_message
+#                          openssl pkey -out -aes256 of a token private key:
+#                          refused with a message that the key stays in the
+#                          token and its key file (the URI) is not encrypted;
+#                          -pubout still works
 #
 # The right and the wrong PIN are distinctive strings, so that a PIN in the
 # output cannot be mistaken for a hex dump or a line number.
@@ -137,17 +138,17 @@ mechanism_missing)
         -pkeyopt rsa_padding_mode:x931 -pkeyopt digest:sha256
     hp_out_has "CKR_MECHANISM_INVALID" "CKM_"
     ;;
-private_export_refused_with_message)
+private_export_encrypted_refused_with_message)
     for obj in rsa ec; do
         uri="pkcs11:token=demo;object=$obj;type=private"
-        for out in "-outform DER" "-outform PEM" "-outform PEM -aes256 -passout pass:x"; do
+        for out in "-outform PEM -aes256 -passout pass:x" "-outform PEM -des3 -passout pass:x"; do
             hp_step "openssl pkey -in $uri $out -out FILE"
             rm -f "$T/out"
             # shellcheck disable=SC2086
             hp_fails openssl pkey -in "$uri" $out -out "$T/out"
             printf '%s\n' "$HP_OUT"
             hp_out_has "the private key of pkcs11:token=demo;id=" "object=$obj;type=private" \
-                "stays in the token: it cannot be exported" "use -pubout for the public key"
+                "stays in the token: its key file holds only the URI, which is not encrypted"
             hp_no_pin
             # openssl opens the output file before the key is encoded: it may
             # exist, but empty.
