@@ -14,6 +14,7 @@ packages=(
     opensc                             # pkcs11-tool, to put keys and certificates in it
     procps util-linux bsdutils         # kill/ps, setsid, script (PIN prompt test)
     gnuplot-nox                        # bench/: the plot
+    apache2 nginx haproxy curl         # tests/server_*.sh: real TLS servers, curl as client
 )
 
 missing=()

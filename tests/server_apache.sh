@@ -40,8 +40,8 @@ grep -q 'resuming normal operations' "$log" || hp_fail "no restart in the log"
     hp_fail "the graceful restart did not happen"
 }
 
-hp_step "after the restart: 32 more"
-hs_load 32 after || hp_fail "$HS_FAILED handshakes failed after the graceful restart"
+hp_step "after the restart: 16 more"
+hs_load 16 after || hp_fail "$HS_FAILED handshakes failed after the graceful restart"
 
 hp_step "SIGTERM: every process gone within 15 s"
 hs_stop "$HS_PID"

@@ -51,8 +51,8 @@ for _ in $(seq 100); do
 done
 [ "$workers_after" != "$workers_before" ] || hp_fail "no new worker after the reload"
 
-hp_step "after the reload: 32 more"
-hs_load 32 after || hp_fail "$HS_FAILED handshakes failed after the reload"
+hp_step "after the reload: 16 more"
+hs_load 16 after || hp_fail "$HS_FAILED handshakes failed after the reload"
 
 hp_step "SIGTERM: every process gone within 15 s"
 hs_stop "$HS_PID"

@@ -119,7 +119,8 @@ hs_setup() {
 
 hs_uri_pem() {
     local uri=$1 out=$2 gen=$T/uri-pem.genconf
-    printf 'asn1 = SEQUENCE:uri_seq\n[uri_seq]\ndesc = VISIBLESTRING:PKCS#11 Provider URI v1.0\nuri = UTF8:%s\n' \
+    # (# starts a comment in the -genconf file: escaped)
+    printf 'asn1 = SEQUENCE:uri_seq\n[uri_seq]\ndesc = VISIBLESTRING:PKCS\\#11 Provider URI v1.0\nuri = UTF8:%s\n' \
         "$uri" >"$gen"
     env OPENSSL_CONF=/dev/null openssl asn1parse -genconf "$gen" -noout -out "$gen.der" >/dev/null ||
         hp_fail "cannot encode $uri"
@@ -205,6 +206,7 @@ hs_load_wait() {
         "$(grep -c 'RSA-key-exchange' "$f" || true) of them with the RSA key exchange) in ${HS_LOAD_SECS}s"
     if [ "$HS_FAILED" -ne 0 ]; then
         grep -v '^ok ' "$f" | head -20 >&2
+        tail -n 30 "$T"/log/* >&2 2>/dev/null || true
         return 1
     fi
 }
@@ -246,7 +248,7 @@ hs_start() {
         hs_free_port
         hs_example "$example" "$conf"
         rm -f "$pidfile"
-        timeout 150 "$@" >"$T/log/stdout" 2>&1 </dev/null &
+        timeout 400 "$@" >"$T/log/stdout" 2>&1 </dev/null &
         wrapper=$!
         if hs_wait_pidfile "$pidfile" "$wrapper" && hs_wait_port; then
             HP_PIDS+=("$wrapper")
