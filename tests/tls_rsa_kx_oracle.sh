@@ -7,18 +7,25 @@
 # exactly the same way, at the client and in the server's log: no other
 # alert, no earlier alert, no other server error.
 #
-#   tls_rsa_kx_oracle.sh TAMPER_PROGRAM token|software
+#   tls_rsa_kx_oracle.sh TAMPER_PROGRAM token|software|refused
 #   token: the key is the token's "rsa" (hsmprov decrypts); software: a PEM
-#   key of the default provider, the reference behaviour.
+#   key of the default provider, the reference behaviour; refused: a token
+#   that refuses raw RSA (the fault-injection shim answers C_DecryptInit with
+#   CKR_MECHANISM_INVALID): the handshake fails with a clear refusal.
 # shellcheck source=lib/testlib.sh
 . "$HSMPROV_TESTS_DIR/lib/testlib.sh"
 
 tamper=${1:?tamper program}
 which=${2:?token or software}
 
-hp_setup
+if [ "$which" = refused ]; then
+    hp_setup "pkcs11-module-path = ${HSMPROV_SHIM:?HSMPROV_SHIM must name p11shim.so}"
+    export P11SHIM_TARGET=$SOFTHSM2_MODULE
+else
+    hp_setup
+fi
 case $which in
-token) key="pkcs11:token=demo;object=rsa;type=private" ;;
+token | refused) key="pkcs11:token=demo;object=rsa;type=private" ;;
 software)
     key=$T/soft.key
     hp_ok openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$key" ;;
@@ -27,6 +34,23 @@ esac
 
 hp_step "certificate for $key"
 hp_ok openssl req -new -x509 -key "$key" -subj "/CN=localhost" -days 30 -out "$T/cert.pem"
+
+if [ "$which" = refused ]; then
+    hp_step "a token without raw RSA: the RSA key exchange is refused, by name"
+    P11SHIM_FAIL=C_DecryptInit:1:CKR_MECHANISM_INVALID \
+        hp_start_server "$T/server.out" -key "$key" -cert "$T/cert.pem" -tls1_2 \
+        -cipher AES128-GCM-SHA256 -www
+    hp_run env OPENSSL_CONF=/dev/null "$tamper" 127.0.0.1 "$HP_PORT" "$T/cert.pem" none
+    [ "$HP_RC" -eq 1 ] || { printf '%s\n' "$HP_OUT" >&2; hp_fail "exit status $HP_RC, not a failed handshake"; }
+    sleep 0.2
+    HP_OUT=$(cat "$T/server.out")
+    HP_CMD=s_server
+    hp_check_sane
+    hp_out_has "CKM_RSA_X_509" "CKR_MECHANISM_INVALID" "use ECDHE cipher suites"
+    grep 'CKM_RSA_X_509' "$T/server.out"
+    echo "PASS: tls_rsa_kx_oracle refused"
+    exit 0
+fi
 
 hp_step "s_server -tls1_2 with the RSA key exchange allowed"
 hp_start_server "$T/server.out" -key "$key" -cert "$T/cert.pem" -tls1_2 \
