@@ -15,13 +15,10 @@ log=$T/log/apache2-error.log
 conf=$T/etc/apache2.conf
 hs_free_port
 hs_example apache2.conf "$conf"
-hp_ok "$apache2" -f "$conf" -t
+hp_ok "${HS_ENV[@]}" "$apache2" -f "$conf" -t
 
 hp_step "apache2 -f $conf -DFOREGROUND"
-# The environment a systemd unit or /etc/apache2/envvars gives the server.
-hs_start apache2.conf "$conf" "$T/run/apache2.pid" \
-    env OPENSSL_CONF="$T/etc/openssl.cnf" SOFTHSM2_CONF="$T/softhsm2.conf" \
-    "$apache2" -f "$conf" -DFOREGROUND
+hs_start apache2.conf "$conf" "$T/run/apache2.pid" "${HS_ENV[@]}" "$apache2" -f "$conf" -DFOREGROUND
 echo "apache2 pid $HS_PID; processes: $(hs_server_pids | tr '\n' ' ')"
 [ "$(ps -o user= --ppid "$HS_PID" | sort -u | tr -d ' \n')" = www-data ] ||
     hp_fail "the workers do not run as www-data: $(ps -o pid=,user= --ppid "$HS_PID")"
@@ -32,7 +29,7 @@ hs_load 200 first || hp_fail "$HS_FAILED handshakes failed"
 hp_step "graceful restart while 200 more handshakes run"
 hs_load_start 200 graceful
 sleep 1
-hp_ok "$apache2" -f "$conf" -k graceful
+hp_ok "${HS_ENV[@]}" "$apache2" -f "$conf" -k graceful
 hs_load_wait || hp_fail "$HS_FAILED handshakes failed across the graceful restart"
 grep -q 'resuming normal operations' "$log" || hp_fail "no restart in the log"
 [ "$(grep -c 'resuming normal operations' "$log")" -ge 2 ] || {

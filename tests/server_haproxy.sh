@@ -19,14 +19,12 @@ for obj in ec rsa; do
     cat "$T/etc/$obj-cert.pem" "$T/etc/$obj-key.pem" >"$T/etc/haproxy/$obj.pem"
 done
 log=$T/log/stdout
-# The environment /etc/default/haproxy or a systemd unit gives the server.
-export SOFTHSM2_CONF=$T/softhsm2.conf
 hs_free_port
 hs_example haproxy.cfg "$conf"
-hp_ok "$haproxy" -c -f "$conf"
+hp_ok "${HS_ENV[@]}" "$haproxy" -c -f "$conf"
 
 hp_step "haproxy -W -f $conf"
-hs_start haproxy.cfg "$conf" "$T/run/haproxy.pid" "$haproxy" -W -f "$conf"
+hs_start haproxy.cfg "$conf" "$T/run/haproxy.pid" "${HS_ENV[@]}" "$haproxy" -W -f "$conf"
 echo "haproxy master pid $HS_PID; processes: $(hs_server_pids | tr '\n' ' ')"
 workers() { ps -o pid=,user= --ppid "$HS_PID" | awk '$2 == "haproxy" { print $1 }' | sort | tr '\n' ' '; }
 for _ in $(seq 50); do

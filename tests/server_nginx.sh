@@ -16,10 +16,8 @@ for obj in ec rsa; do
     hs_uri_pem "pkcs11:token=tls;object=$obj;type=private" "$T/etc/$obj-key.pem"
 done
 log=$T/log/nginx-error.log
-# The environment a systemd unit gives the server.
 run_nginx() {
-    OPENSSL_CONF=$T/etc/openssl.cnf SOFTHSM2_CONF=$T/softhsm2.conf \
-        "$nginx" -e "$log" -c "$conf" "$@"
+    "${HS_ENV[@]}" "$nginx" -e "$log" -c "$conf" "$@"
 }
 hs_free_port
 hs_example nginx.conf "$conf"
@@ -27,8 +25,7 @@ hp_ok run_nginx -t
 
 hp_step "nginx -c $conf -g 'daemon off;'"
 hs_start nginx.conf "$conf" "$T/run/nginx.pid" \
-    env OPENSSL_CONF="$T/etc/openssl.cnf" SOFTHSM2_CONF="$T/softhsm2.conf" \
-    "$nginx" -e "$log" -c "$conf" -g 'daemon off;'
+    "${HS_ENV[@]}" "$nginx" -e "$log" -c "$conf" -g 'daemon off;'
 echo "nginx master pid $HS_PID; processes: $(hs_server_pids | tr '\n' ' ')"
 [ "$(ps -o user= --ppid "$HS_PID" | sort -u | tr -d ' \n')" = www-data ] ||
     hp_fail "the workers do not run as www-data: $(ps -o pid=,user= --ppid "$HS_PID")"

@@ -142,7 +142,7 @@ int main(int argc, char **argv)
 {
     static unsigned char out[1 << 16], in[1 << 16];
     struct sockaddr_in sa = {.sin_family = AF_INET};
-    struct timeval tv = {.tv_sec = 10};
+    struct timeval tv = {.tv_sec = 60};
     size_t have = 0;
     SSL_CTX *ctx;
     SSL *ssl;
@@ -215,10 +215,12 @@ int main(int argc, char **argv)
     close(fd);
     if (strcmp(mode, "none") != 0 && !tampered)
         die("no ClientKeyExchange went out");
-    if (r == 1) {
+    if (r == 1)
         printf("handshake ok: %s %s\n", SSL_get_version(ssl), SSL_get_cipher(ssl));
-        return 0;
-    }
-    printf("handshake failed: %s\n", alert);
-    return 1;
+    else
+        printf("handshake failed: %s\n", alert);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    EVP_PKEY_free(server_pub);
+    return r == 1 ? 0 : 1;
 }

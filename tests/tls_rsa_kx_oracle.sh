@@ -16,6 +16,8 @@
 . "$HSMPROV_TESTS_DIR/lib/testlib.sh"
 
 tamper=${1:?tamper program}
+# One s_server for every handshake of the test (slow in sanitizer builds).
+export HP_SERVER_TIMEOUT=240
 which=${2:?token or software}
 
 if [ "$which" = refused ]; then

@@ -11,7 +11,8 @@
 #                            for ec.test and rsa.test signed through hsmprov
 #                            by that CA; $T/etc is the example's /etc/hsmprov
 #                            (openssl.cnf from conf/openssl.cnf, the PIN file,
-#                            certificates, key files); $T/www, $T/run, $T/log
+#                            certificates, key files); $T/www, $T/run, $T/log;
+#                            HS_ENV: the `env ...` prefix that runs the server
 #   hs_uri_pem URI FILE      FILE: the URI as a key file (PEM "PKCS#11
 #                            PROVIDER URI") for servers that only read files
 #   hs_example FILE OUT      the conf/servers/ example FILE with this test's
@@ -98,6 +99,16 @@ hs_setup() {
         sed -i "s|^activate = 1\$|$HP_CNF_EXTRA\nactivate = 1|" "$T/etc/openssl.cnf"
     fi
     export OPENSSL_CONF=$T/etc/openssl.cnf
+    # The environment a systemd unit (or /etc/apache2/envvars,
+    # /etc/default/haproxy) gives the server. The servers are not built with
+    # a sanitizer: in a sanitizer build of hsmprov they get its runtime
+    # preloaded, without leak checks (their own allocations at exit are not
+    # ours to judge).
+    HS_ENV=(env "OPENSSL_CONF=$OPENSSL_CONF" "SOFTHSM2_CONF=$T/softhsm2.conf")
+    if [ -n "${HSMPROV_SANITIZER_PRELOAD:-}" ]; then
+        HS_ENV+=("LD_PRELOAD=$HSMPROV_SANITIZER_PRELOAD"
+            "ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:detect_odr_violation=0")
+    fi
 
     local ca="pkcs11:token=tls;object=ca;type=private" name obj
     hp_step "test CA (key in the token) and certificates for ec.test and rsa.test"

@@ -19,7 +19,7 @@
 #                            public one: type=public) to a PEM file
 #   hp_timeout SECS CMD...   `timeout SECS CMD` (with the sanitizer runtime for
 #                            openssl, see below)
-#   hp_start_server FILE ARGS...
+#   hp_start_server FILE ARGS...  (s_server stops after HP_SERVER_TIMEOUT s, 60)
 #                            start `openssl s_server -accept 127.0.0.1:PORT ARGS`
 #                            on a free port (sets $HP_PORT), output in FILE;
 #                            killed on exit
@@ -200,9 +200,9 @@ hp_start_server() {
         hp_openssl_argv
         # A simple command in the background: $! is timeout itself, which
         # passes our kill on to s_server.
-        timeout 60 "${HP_OPENSSL[@]}" s_server -accept "127.0.0.1:$port" "$@" >"$out" 2>&1 </dev/null &
+        timeout "${HP_SERVER_TIMEOUT:-60}" "${HP_OPENSSL[@]}" s_server -accept "127.0.0.1:$port" "$@" >"$out" 2>&1 </dev/null &
         pid=$!
-        for _ in $(seq 100); do
+        for _ in $(seq 300); do # 30 s: sanitizer builds on a busy machine
             if grep -q '^ACCEPT' "$out"; then
                 HP_PIDS+=("$pid")
                 export HP_PORT=$port
