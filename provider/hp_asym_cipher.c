@@ -21,8 +21,16 @@
  * A padding failure is an error (no plaintext, of any length). Our code does
  * not branch on the padding: the token or OpenSSL's constant-time decoder
  * decides, and the plaintext is copied out only after. PKCS#1 v1.5 implicit
- * rejection is OpenSSL 3.2+; on 3.0 an error is right. The TLS variant
- * (RSA_PKCS1_WITH_TLS_PADDING, TLS 1.2 RSA key exchange) is not offered.
+ * rejection is OpenSSL 3.2+; on 3.0 an error is right.
+ *
+ * The TLS variant (RSA_PKCS1_WITH_TLS_PADDING: the TLS 1.2 RSA key exchange
+ * of legacy clients, cipher suites such as AES128-GCM-SHA256) is never an
+ * error on bad padding: a token's CKM_RSA_PKCS would answer
+ * CKR_ENCRYPTED_DATA_INVALID for a bad premaster secret, a padding oracle.
+ * The token decrypts without padding (CKM_RSA_X_509) and the padding and
+ * version check runs here in constant time (hp_rsa_tls_pad.c), with a random
+ * secret made before the decryption standing in for a bad one, as OpenSSL's
+ * default provider does. A token without raw RSA gets a clear refusal.
  */
 /* RSA_padding_add/check_PKCS1_OAEP_mgf1 are deprecated in 3.0 and have no
  * replacement that works on top of a raw RSA operation done elsewhere. */
@@ -31,6 +39,7 @@
 #include "hp_provider.h"
 
 #include "hp_digest.h"
+#include "hp_rsa_tls_pad.h"
 #include "p11_failure.h"
 #include "p11_mech.h"
 #include "p11_op.h"
@@ -41,7 +50,9 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
+#include <openssl/rand.h>
 #include <openssl/rsa.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -324,6 +335,92 @@ static void left_pad(unsigned char *buf, size_t len, size_t k)
     }
 }
 
+/* The one refusal of the TLS key exchange that the caller can act on. */
+static void tls_refuse(asym_ctx *c, CK_RV rv)
+{
+    const char *name = p11_rv_name(rv);
+    char hex[32];
+
+    if (name == NULL) {
+        snprintf(hex, sizeof(hex), "CKR 0x%lx", (unsigned long)rv);
+        name = hex;
+    }
+    p11_failure_clear();
+    hp_raise(c->pctx, HP_R_UNSUPPORTED,
+             "RSA key exchange for TLS 1.2 (RSA_PKCS1_WITH_TLS_PADDING) needs raw RSA "
+             "decryption (CKM_RSA_X_509) in the token, which refuses it for %s (%s); use "
+             "ECDHE cipher suites",
+             c->key->p11->name, name);
+}
+
+/* TLS 1.2 RSA key exchange: the token's raw RSA result, checked here. buf
+ * holds k bytes. A failure of the token call depends only on the ciphertext
+ * as a number (too long, not below the modulus), which the client knows: it
+ * is an error, as it is with OpenSSL's own RSA. Past the decryption nothing
+ * fails, whatever the plaintext. */
+static int tls_decrypt(asym_ctx *c, unsigned char *out, size_t *outlen, size_t outsize,
+                       const unsigned char *in, size_t inlen, unsigned char *buf,
+                       size_t k)
+{
+    unsigned char fallback[HP_TLS_PREMASTER_LEN], *padded = NULL;
+    size_t len = k;
+    int ok = 0;
+    CK_RV rv;
+
+    if (outsize < HP_TLS_PREMASTER_LEN) {
+        hp_raise(c->pctx, HP_R_BAD_PARAM,
+                 "output buffer too small for a TLS premaster secret: %zu bytes for %d",
+                 outsize, HP_TLS_PREMASTER_LEN);
+        return 0;
+    }
+    if ((rv = p11_token_check_mech(c->key->p11->tok, CKM_RSA_X_509)) != CKR_OK) {
+        tls_refuse(c, rv);
+        return 0;
+    }
+    if (k < 2 + 8 + 1 + HP_TLS_PREMASTER_LEN) {
+        hp_raise(c->pctx, HP_R_KEY_TYPE,
+                 "%s: a %zu-byte RSA modulus is too small for a TLS premaster secret",
+                 c->key->p11->name, k);
+        return 0;
+    }
+    /* Before the decryption: nothing after it may take a path that depends
+     * on the plaintext, and a failing random generator would be one. */
+    if (RAND_priv_bytes_ex(c->pctx->libctx, fallback, sizeof(fallback), 0) != 1) {
+        hp_raise(c->pctx, HP_R_INTERNAL,
+                 "no random bytes for the TLS premaster secret stand-in");
+        return 0;
+    }
+    if (inlen < k) {
+        /* A short ciphertext is the smaller number it is (OpenSSL's RSA
+         * takes it so); the token wants the modulus' length. */
+        if ((padded = OPENSSL_zalloc(k)) == NULL)
+            goto end;
+        memcpy(padded + (k - inlen), in, inlen);
+        in = padded;
+        inlen = k;
+    }
+    if (!hp_rsa_raw_input_ok(c->key, in, inlen, 1))
+        goto end;
+    rv = run(c, P11_DECRYPT, CKM_RSA_X_509, NULL, 0, in, inlen, buf, &len);
+    if (refused(rv)) {
+        tls_refuse(c, rv);
+        goto end;
+    }
+    if (rv != CKR_OK) {
+        hp_raise_p11(c->pctx, rv);
+        goto end;
+    }
+    left_pad(buf, len, k);
+    ok = hp_rsa_tls_premaster(out, buf, k, c->tls_client_version, c->tls_alt_version,
+                              fallback) == HP_TLS_PREMASTER_LEN;
+    if (ok)
+        *outlen = HP_TLS_PREMASTER_LEN;
+end:
+    OPENSSL_cleanse(fallback, sizeof(fallback));
+    OPENSSL_free(padded);
+    return ok;
+}
+
 static int asym_decrypt(void *vctx, unsigned char *out, size_t *outlen, size_t outsize,
                         const unsigned char *in, size_t inlen)
 {
@@ -335,7 +432,7 @@ static int asym_decrypt(void *vctx, unsigned char *out, size_t *outlen, size_t o
     CK_RV rv;
 
     if (out == NULL) {
-        *outlen = k;
+        *outlen = c->pad == RSA_PKCS1_WITH_TLS_PADDING ? HP_TLS_PREMASTER_LEN : k;
         return 1;
     }
     /* The token writes a whole modulus' worth; the caller's buffer may be
@@ -401,9 +498,7 @@ static int asym_decrypt(void *vctx, unsigned char *out, size_t *outlen, size_t o
         ok = 1;
         goto end;
     case RSA_PKCS1_WITH_TLS_PADDING:
-        hp_raise(c->pctx, HP_R_UNSUPPORTED,
-                 "RSA key exchange for TLS 1.2 (RSA_PKCS1_WITH_TLS_PADDING) with a token "
-                 "key; use ECDHE cipher suites");
+        ok = tls_decrypt(c, out, outlen, outsize, in, inlen, buf, k);
         goto end;
     default:
         hp_raise(c->pctx, HP_R_UNSUPPORTED, "RSA decryption with padding mode %d",
@@ -518,7 +613,7 @@ static int parse_pad(asym_ctx *c, const OSSL_PARAM *p)
     case RSA_PKCS1_PADDING:
     case RSA_PKCS1_OAEP_PADDING:
     case RSA_NO_PADDING:
-    case RSA_PKCS1_WITH_TLS_PADDING: /* refused when used, with a clear message */
+    case RSA_PKCS1_WITH_TLS_PADDING:
         c->pad = pad;
         c->raw_oaep = 0;
         return 1;

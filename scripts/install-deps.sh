@@ -15,6 +15,7 @@ packages=(
     libnss3 libnss3-tools              # NSS's softokn as a second module (tests/nss.sh), certutil
     procps util-linux bsdutils         # kill/ps, setsid, script (PIN prompt test)
     gnuplot-nox                        # bench/: the plot
+    apache2 nginx haproxy curl         # tests/server_*.sh: real TLS servers, curl as client
 )
 
 missing=()

@@ -13,7 +13,8 @@
  *              A software public key handed to hsmprov encrypts in software.
  *   errors     tampered ciphertexts, a wrong label, a wrong digest: an error,
  *              never a plaintext (of any length); too small buffers, a public
- *              key, TLS padding and oversized messages: clear errors.
+ *              key and oversized messages: clear errors. TLS padding: the
+ *              premaster secret, or 48 other bytes and no error.
  *   raw        no padding, with the default provider and the same key
  *              ("rsaimp") as the reference: signing, encryption, decryption
  *              and verification of inputs shorter than the modulus, of its
@@ -321,20 +322,46 @@ static int run_errors(void)
         memcmp(pt, m, 32) != 0)
         ct_fail("decryption into a buffer of the plaintext's size");
     EVP_PKEY_CTX_free(c);
-    /* TLS padding (TLS 1.2 RSA key exchange) is refused clearly. */
-    c = EVP_PKEY_CTX_new_from_pkey(NULL, imp.tok, NULL);
-    if (c == NULL || EVP_PKEY_decrypt_init(c) <= 0 ||
-        EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_WITH_TLS_PADDING) <= 0) {
-        ct_fail("setting TLS padding");
-    } else {
-        ptlen = sizeof(pt);
-        if (EVP_PKEY_decrypt(c, pt, &ptlen, ct, ctlen) > 0)
-            ct_fail("TLS padding decrypted");
-        ct_errors(errs, sizeof(errs));
-        if (strstr(errs, "TLS") == NULL)
-            ct_fail("the TLS padding error does not say so: %s", errs);
+    /* TLS padding (TLS 1.2 RSA key exchange): a premaster secret with the
+     * client's version comes out; anything else (here the 32-byte message
+     * of the ciphertext above, or the wrong version) gives 48 other bytes
+     * and no error, so that a server cannot tell (no padding oracle). */
+    {
+        unsigned char pms[48], tct[512];
+        size_t tctlen = sizeof(tct);
+        unsigned int ver = 0x0303, other = 0x0302;
+
+        RAND_bytes(pms, sizeof(pms));
+        pms[0] = 0x03;
+        pms[1] = 0x03;
+        encrypt(imp.pub, "provider=default", &schemes[0], pms, sizeof(pms), tct, &tctlen);
+        for (int round = 0; round < 3; round++) {
+            const unsigned char *in = round == 1 ? ct : tct;
+            size_t inlen = round == 1 ? ctlen : tctlen;
+            OSSL_PARAM vp[] = {
+                OSSL_PARAM_uint(OSSL_ASYM_CIPHER_PARAM_TLS_CLIENT_VERSION,
+                                round == 2 ? &other : &ver),
+                OSSL_PARAM_END,
+            };
+
+            c = EVP_PKEY_CTX_new_from_pkey(NULL, imp.tok, NULL);
+            ptlen = sizeof(pt);
+            if (c == NULL || EVP_PKEY_decrypt_init(c) <= 0 ||
+                EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_WITH_TLS_PADDING) <= 0 ||
+                EVP_PKEY_CTX_set_params(c, vp) <= 0) {
+                ct_fail("setting TLS padding");
+            } else if (EVP_PKEY_decrypt(c, pt, &ptlen, in, inlen) <= 0 || ptlen != 48) {
+                ct_errors(errs, sizeof(errs));
+                ct_fail("TLS padding, round %d: an error or not 48 bytes: %s", round,
+                        errs);
+            } else if ((memcmp(pt, pms, 48) == 0) != (round == 0)) {
+                ct_fail("TLS padding, round %d: %s", round,
+                        round == 0 ? "the premaster secret did not come out"
+                                   : "a bad premaster secret came out");
+            }
+            EVP_PKEY_CTX_free(c);
+        }
     }
-    EVP_PKEY_CTX_free(c);
     /* A message too long for OAEP with SHA-512 on a 2048-bit key. */
     ctlen = sizeof(ct);
     if (encrypt(imp.tok, NULL, &schemes[4], m, 200, ct, &ctlen))

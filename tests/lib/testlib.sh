@@ -19,7 +19,7 @@
 #                            public one: type=public) to a PEM file
 #   hp_timeout SECS CMD...   `timeout SECS CMD` (with the sanitizer runtime for
 #                            openssl, see below)
-#   hp_start_server FILE ARGS...
+#   hp_start_server FILE ARGS...  (s_server stops after HP_SERVER_TIMEOUT s, 60)
 #                            start `openssl s_server -accept 127.0.0.1:PORT ARGS`
 #                            on a free port (sets $HP_PORT), output in FILE;
 #                            killed on exit
@@ -202,7 +202,7 @@ hp_start_server() {
         # passes our kill on to s_server.
         # Generous limits: an instrumented openssl on a loaded machine takes
         # tens of seconds to start (the loop ends as soon as it is ready).
-        timeout 300 "${HP_OPENSSL[@]}" s_server -accept "127.0.0.1:$port" "$@" >"$out" 2>&1 </dev/null &
+        timeout "${HP_SERVER_TIMEOUT:-300}" "${HP_OPENSSL[@]}" s_server -accept "127.0.0.1:$port" "$@" >"$out" 2>&1 </dev/null &
         pid=$!
         # Up to 60 s: an instrumented openssl on a loaded machine (NSS, a
         # remote token) can take tens of seconds to start; a started server
