@@ -3,6 +3,7 @@
 #include "p11_failure.h"
 
 #include <string.h>
+#include <time.h>
 
 p11_action p11_recover_classify(CK_RV rv)
 {
@@ -24,6 +25,12 @@ p11_action p11_recover_classify(CK_RV rv)
     case CKR_TOKEN_NOT_PRESENT:
     case CKR_DEVICE_ERROR:
         return P11_ACT_TOKEN_GONE;
+    case CKR_GENERAL_ERROR:
+        /* Seen as a passing fault: SoftHSM2 answers it when it reads its
+         * token file while another process rewrites it (workers of a TLS
+         * server logging in at once after fork). Not a PIN verdict, so a
+         * repeated C_Login spends no PIN try. */
+        return P11_ACT_TRANSIENT;
     /* A new kind of failure is one more case here, and if it needs a new
      * remedy, one more p11_action, its repair in p11_recover() and its bit
      * in P11_ALLOW_ALL. Nothing else changes. A lost connection to a remote
@@ -117,7 +124,8 @@ p11_next p11_recover(p11_recovery *r, p11_token *t, p11_lease *l, CK_RV rv)
     if (!r->started && t != NULL)
         r->mgen = atomic_load(&t->m->gen);
     a = p11_recover_action(t, rv, r->mgen);
-    next = a == P11_ACT_NONE ? plan(r, a, 0) : plan(r, a, atomic_load(&t->epoch));
+    next = a == P11_ACT_NONE || t == NULL ? plan(r, a, 0)
+                                          : plan(r, a, atomic_load(&t->epoch));
     /* The loss is declared before the session goes back, so that whoever
      * takes it next sees the new epoch. */
     switch (a) {
@@ -135,6 +143,7 @@ p11_next p11_recover(p11_recovery *r, p11_token *t, p11_lease *l, CK_RV rv)
             p11_token_lost(t, 0);
         break;
     case P11_ACT_OBJECT:
+    case P11_ACT_TRANSIENT:
     case P11_ACT_NONE:
     case P11_ACT_COUNT:
         break;
@@ -170,6 +179,14 @@ p11_next p11_recover(p11_recovery *r, p11_token *t, p11_lease *l, CK_RV rv)
             return P11_DONE;
         r->mgen = atomic_load(&t->m->gen);
         break;
+    case P11_ACT_TRANSIENT: {
+        /* Long enough for another process to finish writing a token file,
+         * short beside a TLS handshake. */
+        struct timespec pause = {0, 20 * 1000 * 1000};
+
+        nanosleep(&pause, NULL);
+        break;
+    }
     default:
         break;
     }

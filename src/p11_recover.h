@@ -39,6 +39,10 @@ typedef enum {
                            token's server died; p11_recover finds it out, never
                            p11_recover_classify): re-initialise it as after fork,
                            retry; a further attempt only after a back-off */
+    P11_ACT_TRANSIENT,  /* CKR_GENERAL_ERROR from a module that still answers for
+                           the slot: a passing fault (SoftHSM2's file store read
+                           while another process rewrites it); wait a moment,
+                           retry once */
     P11_ACT_COUNT
 } p11_action;
 
@@ -46,7 +50,7 @@ typedef enum {
 #define P11_ALLOW(act) (1u << (act))
 #define P11_ALLOW_ALL                                                                    \
     (P11_ALLOW(P11_ACT_SESSION) | P11_ALLOW(P11_ACT_LOGIN) | P11_ALLOW(P11_ACT_OBJECT) | \
-     P11_ALLOW(P11_ACT_MODULE))
+     P11_ALLOW(P11_ACT_MODULE) | P11_ALLOW(P11_ACT_TRANSIENT))
 
 /* New budget rounds begin when the token epoch moved (a further loss while
  * recovering, or another thread's); at most this many. */

@@ -41,9 +41,10 @@ static CK_RV do_login(p11_token *t, const char *pin, size_t len)
                         "token \"%s\" already rejected this PIN; it is not offered "
                         "again, so that the token does not lock",
                         t->label);
-    /* A lost session is recovered; nothing else: the login is what is
-     * being redone (and login_lock is held). */
-    r.allow = P11_ALLOW(P11_ACT_SESSION);
+    /* A lost session is recovered, and a passing general error retried
+     * once; nothing else: the login is what is being redone (and login_lock
+     * is held). */
+    r.allow = P11_ALLOW(P11_ACT_SESSION) | P11_ALLOW(P11_ACT_TRANSIENT);
     do {
         rv = p11_lease_acquire(t->pool, &l);
         if (rv == CKR_OK)

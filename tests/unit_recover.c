@@ -248,16 +248,43 @@ static void token_gone(void)
     }
 }
 
+/* CKR_GENERAL_ERROR from a module that still answers for the slot: retried
+ * once after a pause, nothing declared lost, the session kept; a second one
+ * is the answer; a call site that does not allow it gets no retry. */
+static void transient(void)
+{
+    p11_recovery r = P11_RECOVERY_INIT;
+    p11_token *t = fresh_token();
+
+    CHECK(p11_recover_classify(CKR_GENERAL_ERROR) == P11_ACT_TRANSIENT,
+          "general error not seen as passing");
+    CHECK(!p11_recover_discards_session(CKR_GENERAL_ERROR), "session dropped");
+    step_failed(CKR_GENERAL_ERROR);
+    CHECK(p11_recover(&r, t, NULL, CKR_GENERAL_ERROR) == P11_RETRY,
+          "a passing general error not retried");
+    CHECK(epoch() == 7 && atomic_load(&t->login_gen) == 1, "a loss declared");
+    step_failed(CKR_GENERAL_ERROR);
+    CHECK(p11_recover(&r, t, NULL, CKR_GENERAL_ERROR) == P11_DONE,
+          "a second general error retried");
+    CHECK(failure_is("C_SignInit", CKR_GENERAL_ERROR), "the step's failure lost");
+    {
+        p11_recovery r2 = P11_RECOVERY_INIT;
+
+        r2.allow = P11_ALLOW(P11_ACT_SESSION);
+        CHECK(p11_recover(&r2, t, NULL, CKR_GENERAL_ERROR) == P11_DONE,
+              "retried where it is not allowed");
+    }
+}
+
 /* Answers no recovery mends: CKR_PIN_INCORRECT (never retried: repeats lock
  * tokens), CKR_PIN_LOCKED, a vendor code, hsmprov's own codes, plain errors.
  * Nothing is declared, the token is not even looked at. */
 static void final(void)
 {
-    CK_RV rvs[] = {CKR_PIN_INCORRECT,     CKR_PIN_LOCKED,
-                   CKR_PIN_LEN_RANGE,     CKR_VENDOR_DEFINED | 0x42,
-                   P11_RV_POOL_EXHAUSTED, P11_RV_TIMEOUT,
-                   CKR_MECHANISM_INVALID, CKR_DATA_LEN_RANGE,
-                   CKR_SIGNATURE_INVALID, CKR_GENERAL_ERROR};
+    CK_RV rvs[] = {
+        CKR_PIN_INCORRECT,         CKR_PIN_LOCKED,        CKR_PIN_LEN_RANGE,
+        CKR_VENDOR_DEFINED | 0x42, P11_RV_POOL_EXHAUSTED, P11_RV_TIMEOUT,
+        CKR_MECHANISM_INVALID,     CKR_DATA_LEN_RANGE,    CKR_SIGNATURE_INVALID};
 
     for (size_t i = 0; i < sizeof(rvs) / sizeof(rvs[0]); i++) {
         p11_recovery r = P11_RECOVERY_INIT;
@@ -361,6 +388,7 @@ static const struct {
     {"object_final", object_final},
     {"object_epoch", object_epoch},
     {"token_gone", token_gone},
+    {"transient", transient},
     {"final", final},
     {"ok", ok},
     {"budget", budget},

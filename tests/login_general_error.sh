@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# A CKR_GENERAL_ERROR from C_Login is a passing fault (SoftHSM2 answers it
+# when it reads its token file while another process rewrites it, as when a
+# TLS server's freshly forked workers log in at once): the login is retried
+# once after a pause and the signature is made. Two in a row are the answer,
+# reported with the code; the wrong-PIN rule is untouched (one try only).
+#
+#   login_general_error.sh once|twice|pin
+# shellcheck source=lib/testlib.sh
+. "$HSMPROV_TESTS_DIR/lib/testlib.sh"
+
+hp_setup "pkcs11-module-path = ${HSMPROV_SHIM:?HSMPROV_SHIM must name p11shim.so}"
+export P11SHIM_TARGET=$SOFTHSM2_MODULE
+export P11SHIM_LOG=$T/calls.log
+key="pkcs11:token=demo;object=ec;type=private"
+printf 'data to sign\n' >"$T/data"
+hp_pubout "pkcs11:token=demo;object=ec;type=public" "$T/pub.pem"
+
+case ${1:?case} in
+once)
+    export P11SHIM_FAIL=C_Login:1:CKR_GENERAL_ERROR
+    hp_ok openssl pkeyutl -sign -inkey "$key" -rawin -digest sha256 -in "$T/data" -out "$T/sig"
+    OPENSSL_CONF=/dev/null hp_ok openssl pkeyutl -verify -pubin -inkey "$T/pub.pem" -rawin \
+        -digest sha256 -in "$T/data" -sigfile "$T/sig"
+    n=$(grep -c '^C_Login ' "$T/calls.log")
+    [ "$n" -eq 2 ] || hp_fail "expected 2 C_Login calls (one failed, one retried), saw $n"
+    ;;
+twice)
+    export P11SHIM_FAIL=C_Login:0:CKR_GENERAL_ERROR
+    hp_fails openssl pkeyutl -sign -inkey "$key" -rawin -digest sha256 -in "$T/data" -out "$T/sig"
+    hp_out_has "C_Login failed with CKR_GENERAL_ERROR"
+    hp_no_pin
+    n=$(grep -c '^C_Login ' "$T/calls.log")
+    [ "$n" -eq 2 ] || hp_fail "expected the login tried twice, saw $n"
+    ;;
+pin)
+    export P11SHIM_FAIL=C_Login:1:CKR_PIN_INCORRECT
+    hp_fails openssl pkeyutl -sign -inkey "$key" -rawin -digest sha256 -in "$T/data" -out "$T/sig"
+    n=$(grep -c '^C_Login ' "$T/calls.log")
+    [ "$n" -eq 1 ] || hp_fail "a rejected PIN offered $n times"
+    ;;
+esac
+echo "PASS: login_general_error $1"
