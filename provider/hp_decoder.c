@@ -177,6 +177,34 @@ static int hand_over(dec_ctx *c, p11_key *k, int public_only, OSSL_CALLBACK *dat
     return data_cb(params, data_cbarg);
 }
 
+/* The type of the key a key file named, last time this thread looked it up:
+ * OpenSSL offers one file to each of our per-type decoders in turn (and
+ * first to the PEM step), and a token search for each of them made loading
+ * a key file several times slower than loading its URI. Only the decision
+ * "this file is for another decoder" is taken from here; the decoder that
+ * claims the file always searches the token. Key files are small: larger
+ * DER is not remembered. */
+static _Thread_local struct {
+    unsigned char der[1024];
+    size_t len;
+    const char *type;
+} last_file;
+
+static void remember_type(const unsigned char *der, size_t len, const char *type)
+{
+    if (len > sizeof(last_file.der))
+        return;
+    memcpy(last_file.der, der, len);
+    last_file.len = len;
+    last_file.type = type;
+}
+
+static int for_another_type(const unsigned char *der, size_t len, const char *type)
+{
+    return last_file.type != NULL && len == last_file.len &&
+           memcmp(der, last_file.der, len) == 0 && strcmp(last_file.type, type) != 0;
+}
+
 /* The key a key file's DER names. 1: found (*out, *public_only set); -1:
  * not our structure (nothing raised); 0: ours but unusable (raised). */
 static int resolve(hp_provctx *pctx, const unsigned char *der, size_t der_len,
@@ -237,6 +265,7 @@ static int resolve(hp_provctx *pctx, const unsigned char *der, size_t der_len,
     }
     *public_only =
         cls == CKO_PUBLIC_KEY || !(selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY);
+    remember_type(der, der_len, hp_key_type_name(*out));
     ret = 1;
 end:
     p11_uri_free(uri);
@@ -256,6 +285,10 @@ static int dec_decode(void *vctx, OSSL_CORE_BIO *cin, int selection,
 
     if (!read_all(c->pctx, cin, &der, &der_len))
         return 1;
+    if (for_another_type(der, der_len, c->type)) {
+        free(der);
+        return 1;
+    }
     ok = resolve(c->pctx, der, der_len, selection, pw_cb, pw_cbarg, &k, &public_only);
     free(der);
     if (ok < 0)

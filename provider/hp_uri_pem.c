@@ -4,6 +4,7 @@
  * SEQUENCE. */
 #include "hp_uri_pem.h"
 
+#include <limits.h>
 #include <openssl/asn1t.h>
 #include <openssl/pem.h>
 #include <string.h>
