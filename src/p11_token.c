@@ -18,16 +18,16 @@ static void trim_copy(char *dst, const unsigned char *src, size_t n)
     dst[n] = '\0';
 }
 
-/* The default pool grows to the demand: one session per lease held at once,
- * which is at most the number of threads inside the provider at once. The
- * cap is the token's own session limit where it states one. SoftHSM2 and
- * p11-kit's RPC say "effectively infinite"; there the cap is 64 or 4 per CPU,
- * whichever is more: beyond the Apache event MPM's 25 threads per process
- * and a 16-thread server with room for cipher streams that hold their
- * session longer, while a runaway (a context leaked per request) still meets
- * a limit before it costs the token much (a SoftHSM2 session is a few KiB).
- * The floor, kept open however long it idles, is what the pool held before
- * it grew: one session per CPU. */
+/* The default pool grows to the demand: one session per lease held at once
+ * (a one-shot signature holds one for its two calls, a streaming context
+ * from init to final). The cap is the token's own session limit where it
+ * states one. SoftHSM2 and p11-kit's RPC say "effectively infinite"; there
+ * the cap is 64 or 4 per CPU, whichever is more: beyond the Apache event
+ * MPM's 25 threads per process and a 16-thread server, with room for cipher
+ * streams that hold their session longer, while a runaway (a context leaked
+ * per request) still meets a limit before it costs the token much (an idle
+ * SoftHSM2 session takes about 0.3 KiB). The floor, kept open however long
+ * it idles, is what the pool held before it grew: one session per CPU. */
 #define P11_POOL_CAP_MIN 64u
 #define P11_POOL_CAP_PER_CPU 4u
 #define P11_POOL_CAP_MAX 4096u /* bounds the slot array a token's claim can ask for */
