@@ -64,7 +64,7 @@ if [ "$remote" = 1 ]; then
     p11-kit server -f -n "$sock" --provider "$SOFTHSM2_MODULE" "pkcs11:token=$HP_TOKEN_LABEL" \
         >"$tmp/server.log" 2>&1 &
     server_pid=$!
-    trap 'kill "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null; rm -rf "$tmp"' EXIT
+    trap 'kill "$server_pid" 2>/dev/null || :; wait "$server_pid" 2>/dev/null || :; rm -rf "$tmp"' EXIT
     for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
     [ -S "$sock" ] || { cat "$tmp/server.log" >&2; echo "run.sh: p11-kit server did not start" >&2; exit 2; }
     export P11_KIT_SERVER_ADDRESS=unix:path=$sock
