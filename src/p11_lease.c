@@ -262,12 +262,20 @@ static void put_back(p11_pool *p, unsigned idx, unsigned long now)
         pthread_cond_signal(&p->cv);
 }
 
+struct idle_pick {
+    unsigned idx; /* p->cap: none */
+    /* Read under the mutex: after a reset the slot may get a new session
+     * (of a new module generation) while the old one is being closed. */
+    CK_SESSION_HANDLE h;
+    unsigned gen, epoch;
+};
+
 /* With p->mu held: takes out of the free stack the session that idled
  * longest, if it is beyond the floor and idled past idle_ms. It is marked
  * leased, so nobody else touches it, and the caller closes it outside the
  * mutex (close_idle). Free sessions have no operation active (a lease goes
  * back only with none), so closing one never ends anyone's work. */
-static unsigned take_idle(p11_pool *p, unsigned long now)
+static unsigned take_idle(p11_pool *p, unsigned long now, struct idle_pick *pick)
 {
     unsigned idx;
 
@@ -281,22 +289,27 @@ static unsigned take_idle(p11_pool *p, unsigned long now)
     p->s[idx].leased = 1;
     /* Leased by nobody: no thread's self-deadlock check counts it. */
     atomic_store(&p->s[idx].holder, 0);
+    pick->h = p->s[idx].h;
+    pick->gen = p->s[idx].gen;
+    pick->epoch = p->epoch;
     return idx;
 }
 
-static void close_idle(p11_pool *p, unsigned idx, unsigned epoch)
+static void close_idle(p11_pool *p, const struct idle_pick *pick)
 {
-    struct pool_session *s = &p->s[idx];
+    struct pool_session *s = &p->s[pick->idx];
 
-    /* A session of an older module generation is not ours to close. */
-    if (s->gen == atomic_load(&p->own.m->gen))
-        P11_CALL(p->own.m, C_CloseSession, s->h);
+    /* A session of an older module generation, or the parent's in a fork
+     * child, is not ours to close. */
+    if (pick->gen == atomic_load(&p->own.m->gen) &&
+        atomic_load(&p->own.m->ready_fork_gen) == p11_fork_generation())
+        P11_CALL(p->own.m, C_CloseSession, pick->h);
     pthread_mutex_lock(&p->mu);
     /* After a reset every slot is spare already. */
-    if (epoch == p->epoch) {
+    if (pick->epoch == p->epoch) {
         s->open = 0;
         s->leased = 0;
-        p->spare[p->nspare++] = idx;
+        p->spare[p->nspare++] = pick->idx;
         if (p->waiters > 0)
             pthread_cond_signal(&p->cv);
     }
@@ -415,8 +428,8 @@ again:
 void p11_lease_release(p11_lease *l)
 {
     p11_pool *p = l->pool;
+    struct idle_pick pick;
     unsigned long now;
-    unsigned idle = 0, epoch = 0;
 
     if (p == NULL)
         return;
@@ -424,16 +437,15 @@ void p11_lease_release(p11_lease *l)
     pthread_mutex_lock(&p->mu);
     if (l->epoch == p->epoch && p->s[l->idx].leased) {
         put_back(p, l->idx, now);
-        idle = take_idle(p, now);
-        epoch = p->epoch;
+        pick.idx = take_idle(p, now, &pick);
     } else {
-        idle = p->cap;
+        pick.idx = p->cap;
     }
     pthread_mutex_unlock(&p->mu);
     l->pool = NULL;
     l->h = CK_INVALID_HANDLE;
-    if (idle < p->cap)
-        close_idle(p, idle, epoch);
+    if (pick.idx < p->cap)
+        close_idle(p, &pick);
 }
 
 int p11_lease_forget_stale(p11_lease *l)
