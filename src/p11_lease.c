@@ -428,7 +428,7 @@ again:
 void p11_lease_release(p11_lease *l)
 {
     p11_pool *p = l->pool;
-    struct idle_pick pick;
+    struct idle_pick pick = {0, CK_INVALID_HANDLE, 0, 0};
     unsigned long now;
 
     if (p == NULL)
