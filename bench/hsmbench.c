@@ -1644,6 +1644,49 @@ static void print_table(FILE *f)
     }
 }
 
+/* How many sessions hsmprov's pools hold at the end of the run, and the most
+ * they held at once (provider parameters; 0 when unknown). */
+static unsigned pool_sessions, pool_peak;
+static int pool_known;
+
+static void pool_read(void)
+{
+    OSSL_PROVIDER *prov;
+    OSSL_PARAM p[] = {
+        OSSL_PARAM_uint("hsmprov-pool-sessions", &pool_sessions),
+        OSSL_PARAM_uint("hsmprov-pool-peak", &pool_peak),
+        OSSL_PARAM_END,
+    };
+
+    if (!hsm_loaded || (prov = OSSL_PROVIDER_load(NULL, "hsmprov")) == NULL)
+        return;
+    pool_known = OSSL_PROVIDER_get_params(prov, p) && OSSL_PARAM_modified(&p[0]) &&
+                 OSSL_PARAM_modified(&p[1]);
+    OSSL_PROVIDER_unload(prov);
+    ERR_clear_error();
+}
+
+static int max_threads_run(void)
+{
+    int m = 0;
+
+    for (int i = 0; i < nresults; i++)
+        if (results[i].threads > m)
+            m = results[i].threads;
+    return m;
+}
+
+static void print_pool(FILE *f)
+{
+    if (pool_known)
+        fprintf(f,
+                "\nhsmprov pool   %u sessions open at the end of the run, at most %u at "
+                "once (threads up to %d)\n",
+                pool_sessions, pool_peak, max_threads_run());
+    else if (hsm_loaded)
+        fputs("\nhsmprov pool   n/a: the provider does not report its pool\n", f);
+}
+
 /* Why each n/a is n/a, once per distinct reason. */
 static void print_notes(FILE *f)
 {
@@ -1703,6 +1746,11 @@ static void write_csv(const char *file)
                 *c = ';';
         fprintf(f, ",%s\n", note);
     }
+    /* median: sessions open at the end; max: the most at once. */
+    if (pool_known)
+        fprintf(f, "pool,sessions,hsmprov,%d,sessions,%u,%u,%u,%d,%.0f,,,,\n",
+                max_threads_run(), pool_sessions, pool_sessions, pool_peak, opt.rounds,
+                (double)opt.round_ns / 1e6);
     fclose(f);
 }
 
@@ -1736,9 +1784,9 @@ static void usage(void)
         "  --rounds N             rounds per figure, median reported (default 5)\n"
         "  --round-ms MS          length of a round (default 1000)\n"
         "  --quick                smoke run: about one second of measuring in all\n"
-        "  --threads L            signing thread counts (default 1,2,4,8)\n"
+        "  --threads L            signing thread counts (default 1,2,4,8,16)\n"
         "  --cipher-threads L     cipher thread counts (default 1,2)\n"
-        "  --tls-threads L        TLS thread counts (default 1,2,4)\n"
+        "  --tls-threads L        TLS thread counts (default 1,2,4,8)\n"
         "  --only LIST            any of sign,cipher,tls (default all)\n"
         "  --algs LIST            only these rows, e.g. ECDSA-P256,TLS13-RSA-2048\n"
         "  --paths LIST           only these paths: "
@@ -1774,9 +1822,9 @@ static void parse_args(int argc, char **argv)
     opt.token = "demo";
     strcpy(opt.pin, "1234");
     opt.rounds = 5;
-    opt.nthreads = parse_list("1,2,4,8", opt.threads, 8);
+    opt.nthreads = parse_list("1,2,4,8,16", opt.threads, 8);
     opt.ncthreads = parse_list("1,2", opt.cthreads, 8);
-    opt.ntthreads = parse_list("1,2,4", opt.tthreads, 8);
+    opt.ntthreads = parse_list("1,2,4,8", opt.tthreads, 8);
     opt.do_sign = opt.do_cipher = opt.do_tls = 1;
     while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         switch (ch) {
@@ -1921,7 +1969,9 @@ int main(int argc, char **argv)
     if (opt.do_tls)
         bench_tls();
     compute_ratios();
+    pool_read();
     print_table(stdout);
+    print_pool(stdout);
     print_notes(stdout);
     if (opt.csv != NULL)
         write_csv(opt.csv);

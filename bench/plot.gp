@@ -6,8 +6,8 @@ set output out
 set datafile separator ","
 set key top left font ",8" box opaque
 set logscale x 2
-set xrange [0.8:10]
-set xtics ("1" 1, "2" 2, "4" 4, "8" 8)
+set xrange [0.8:20]
+set xtics ("1" 1, "2" 2, "4" 4, "8" 8, "16" 16)
 set yrange [0:*]
 set grid
 set xlabel "threads"

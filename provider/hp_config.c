@@ -19,6 +19,7 @@ const hp_directive hp_directives[HP_D_COUNT] = {
     [HP_D_LOAD_BEHAVIOR] = {"pkcs11-module-load-behavior", HP_CONF_LOAD_BEHAVIOR, 0},
     [HP_D_POOL_SIZE] = {"pkcs11-pool-size", HP_CONF_UINT, 1000000},
     [HP_D_POOL_WAIT_TIMEOUT_MS] = {"pkcs11-pool-wait-timeout-ms", HP_CONF_UINT, 1000000},
+    [HP_D_POOL_IDLE_TIMEOUT_MS] = {"pkcs11-pool-idle-timeout-ms", HP_CONF_UINT, 86400000},
     [HP_D_DIGEST_IN_TOKEN] = {"pkcs11-digest-in-token", HP_CONF_BOOL, 0},
     [HP_D_CACHE_KEYS] = {"pkcs11-module-cache-keys", HP_CONF_BOOL, 0},
     /* Seconds; kept below UINT_MAX / 1000 (it is used in milliseconds). */
@@ -42,6 +43,10 @@ void hp_conf_defaults(hp_conf *c)
     /* A key deleted from the token stops working within this many seconds,
      * although its session copy lives on (p11_key_check). */
     c->key_check_interval = 5;
+    /* Sessions the pool opened for a burst, beyond one per CPU, close after
+     * idling this long: long enough that a server's steady load keeps its
+     * sessions, short enough that a burst's do not linger. */
+    c->pool_idle_ms = 10000;
 }
 
 int hp_conf_parse_uint(const char *v, unsigned max, unsigned *out)
@@ -201,6 +206,9 @@ int hp_conf_set(hp_conf *c, const hp_directive *d, const char *v, hp_conf_report
         break;
     case HP_D_POOL_WAIT_TIMEOUT_MS:
         ok = hp_conf_parse_uint(v, d->max, &c->pool_timeout_ms);
+        break;
+    case HP_D_POOL_IDLE_TIMEOUT_MS:
+        ok = hp_conf_parse_uint(v, d->max, &c->pool_idle_ms);
         break;
     case HP_D_DIGEST_IN_TOKEN:
         ok = hp_conf_parse_bool(v, &c->digest_in_token);

@@ -22,6 +22,7 @@ enum {
     HP_D_LOAD_BEHAVIOR,
     HP_D_POOL_SIZE,
     HP_D_POOL_WAIT_TIMEOUT_MS,
+    HP_D_POOL_IDLE_TIMEOUT_MS,
     HP_D_DIGEST_IN_TOKEN,
     HP_D_CACHE_KEYS,
     HP_D_KEY_CHECK_INTERVAL,
@@ -46,6 +47,7 @@ typedef struct hp_conf {
     const char *token_pin_for; /* a pkcs11: URI: the tokens the PIN belongs to */
     int load_early;
     unsigned pool_size, pool_timeout_ms; /* 0: the default */
+    unsigned pool_idle_ms;               /* 0: idle sessions stay open */
     int digest_in_token, cache_keys;
     unsigned key_check_interval; /* seconds; 0: before every private-key use */
 } hp_conf;

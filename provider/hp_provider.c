@@ -21,6 +21,10 @@
 #ifndef HSMPROV_DEFAULT_MODULE
 #define HSMPROV_DEFAULT_MODULE "p11-kit-proxy.so"
 #endif
+/* Provider parameters of our own (OSSL_PROVIDER_get_params): the PKCS#11
+ * sessions the pools hold now, and the most they held at once. */
+#define HP_PARAM_POOL_SESSIONS "hsmprov-pool-sessions"
+#define HP_PARAM_POOL_PEAK "hsmprov-pool-peak"
 
 static OSSL_FUNC_provider_teardown_fn hp_teardown;
 static OSSL_FUNC_provider_gettable_params_fn hp_gettable_params;
@@ -153,6 +157,8 @@ static const OSSL_PARAM provider_params[] = {
     OSSL_PARAM_DEFN(OSSL_PROV_PARAM_VERSION, OSSL_PARAM_UTF8_PTR, NULL, 0),
     OSSL_PARAM_DEFN(OSSL_PROV_PARAM_BUILDINFO, OSSL_PARAM_UTF8_PTR, NULL, 0),
     OSSL_PARAM_DEFN(OSSL_PROV_PARAM_STATUS, OSSL_PARAM_INTEGER, NULL, 0),
+    OSSL_PARAM_DEFN(HP_PARAM_POOL_SESSIONS, OSSL_PARAM_UNSIGNED_INTEGER, NULL, 0),
+    OSSL_PARAM_DEFN(HP_PARAM_POOL_PEAK, OSSL_PARAM_UNSIGNED_INTEGER, NULL, 0),
     OSSL_PARAM_END,
 };
 
@@ -180,6 +186,24 @@ static int hp_get_params(void *provctx, OSSL_PARAM params[])
     p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_STATUS);
     if (p != NULL && !OSSL_PARAM_set_int(p, pctx->conf_error[0] == '\0'))
         return 0;
+    /* How far the session pools grew (0 before the module is used). */
+    if (OSSL_PARAM_locate(params, HP_PARAM_POOL_SESSIONS) != NULL ||
+        OSSL_PARAM_locate(params, HP_PARAM_POOL_PEAK) != NULL) {
+        p11_pool_stat st = {0};
+        p11_module *m;
+
+        pthread_mutex_lock(&pctx->lock);
+        m = pctx->module;
+        pthread_mutex_unlock(&pctx->lock);
+        if (m != NULL)
+            p11_tokens_pool_stats(m, &st);
+        p = OSSL_PARAM_locate(params, HP_PARAM_POOL_SESSIONS);
+        if (p != NULL && !OSSL_PARAM_set_uint(p, st.sessions))
+            return 0;
+        p = OSSL_PARAM_locate(params, HP_PARAM_POOL_PEAK);
+        if (p != NULL && !OSSL_PARAM_set_uint(p, st.peak))
+            return 0;
+    }
     return 1;
 }
 
@@ -260,6 +284,7 @@ p11_module *hp_module(hp_provctx *pctx)
             .init_args = pctx->init_args,
             .pool_size = pctx->pool_size,
             .pool_timeout_ms = pctx->pool_timeout_ms,
+            .pool_idle_ms = pctx->pool_idle_ms,
             .cache_keys = pctx->cache_keys,
             .key_check_ms = pctx->key_check_interval * 1000,
         };
@@ -371,6 +396,7 @@ static int read_config(hp_provctx *pctx, const OSSL_DISPATCH *in, hp_conf_report
     pctx->load_early = c.load_early;
     pctx->pool_size = c.pool_size;
     pctx->pool_timeout_ms = c.pool_timeout_ms;
+    pctx->pool_idle_ms = c.pool_idle_ms;
     pctx->digest_in_token = c.digest_in_token;
     pctx->cache_keys = c.cache_keys;
     pctx->key_check_interval = c.key_check_interval;

@@ -41,7 +41,7 @@ typedef struct hp_provctx {
      * token a URI selects (hp_login.c) */
     p11_uri *pin_for;
     int load_early;
-    unsigned pool_size, pool_timeout_ms;
+    unsigned pool_size, pool_timeout_ms, pool_idle_ms;
     int digest_in_token; /* pkcs11-digest-in-token: stream digest-sign in the token */
     int cache_keys;      /* pkcs11-module-cache-keys: session copies of private keys */
     /* Bad directive values: non-empty, the provider stays listed but every

@@ -40,7 +40,20 @@ typedef struct p11_lease {
         NULL, 0, 0, CK_INVALID_HANDLE                                                    \
     }
 
-/* size: number of sessions; timeout_ms: how long a waiter waits (0: forever). */
+/* How big a pool may grow, and how it shrinks. A lease asked for when no
+ * session is free opens a new one, up to cap (fewer once the token answers
+ * CKR_SESSION_COUNT: the pool then stops growing, and callers wait for a
+ * session as in a full pool). A free session beyond the floor that idled
+ * idle_ms is closed when a lease is next released (0: never). */
+typedef struct p11_pool_bounds {
+    unsigned floor;
+    unsigned cap;        /* 0 is taken as 1 */
+    unsigned timeout_ms; /* how long a waiter waits (0: forever) */
+    unsigned idle_ms;
+} p11_pool_bounds;
+
+p11_pool *p11_pool_new_bounded(const p11_pool_owner *owner, const p11_pool_bounds *b);
+/* A pool of a fixed size: up to size sessions, none closed for idling. */
 p11_pool *p11_pool_new(const p11_pool_owner *owner, unsigned size, unsigned timeout_ms);
 void p11_pool_free(p11_pool *p);
 /* Forgets every session and lease without closing anything: used in a fork
@@ -53,9 +66,20 @@ void p11_pool_reset_locks(p11_pool *p);
 /* The token lost its sessions (removed, or a session handle turned out
  * invalid): every session is reopened before its next use. */
 void p11_pool_invalidate(p11_pool *p);
+/* The cap: the most sessions the pool may hold. */
 unsigned p11_pool_size(const p11_pool *p);
 /* Leases currently held (for tests and diagnostics). */
 unsigned p11_pool_in_use(p11_pool *p);
+
+typedef struct p11_pool_stat {
+    unsigned sessions; /* open now (or being opened by a lease holder) */
+    unsigned peak;     /* most sessions at once, ever */
+    unsigned in_use;   /* leases held */
+    unsigned limit;    /* the cap, or lower once the token refused a session */
+    unsigned cap;
+} p11_pool_stat;
+
+void p11_pool_stats(p11_pool *p, p11_pool_stat *st);
 
 /* Takes a free session, opening it if needed. When the pool is exhausted and
  * the calling thread itself already holds a lease from it, fails at once with

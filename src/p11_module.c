@@ -383,6 +383,7 @@ CK_RV p11_module_load(const char *path, const p11_module_settings *settings,
     m->init_args = settings->init_args != NULL ? strdup(settings->init_args) : NULL;
     m->pool_size = settings->pool_size;
     m->pool_timeout_ms = settings->pool_timeout_ms;
+    m->pool_idle_ms = settings->pool_idle_ms;
     m->cache_keys = settings->cache_keys;
     m->key_check_ms = settings->key_check_ms;
     /* RTLD_LOCAL: the module's own symbols (and any OpenSSL it links) must not

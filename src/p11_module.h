@@ -55,8 +55,9 @@ typedef struct p11_module {
     long long started_ms; /* the last successful C_Initialize */
 
     /* From p11_module_settings at load; never written afterwards. */
-    unsigned pool_size;       /* 0: online CPUs, capped by the token's max sessions */
+    unsigned pool_size;       /* 0: grow to the demand (p11_token.c) */
     unsigned pool_timeout_ms; /* 0: wait for a free session without limit */
+    unsigned pool_idle_ms;    /* a grown pool's idle sessions close; 0: never */
     int cache_keys;           /* use session-object copies of private keys */
     unsigned key_check_ms;    /* confirm a key's token object at most this often */
 } p11_module;
@@ -72,6 +73,7 @@ typedef struct p11_module_settings {
     const char *init_args; /* pReserved for C_Initialize (NSS-style), or NULL */
     unsigned pool_size;    /* sessions per token; 0: the default */
     unsigned pool_timeout_ms;
+    unsigned pool_idle_ms;
     int cache_keys;
     unsigned key_check_ms;
 } p11_module_settings;

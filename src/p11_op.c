@@ -438,11 +438,23 @@ CK_RV p11_oneshot(p11_key *k, p11_op_kind kind, CK_MECHANISM *mech,
     /* An init and one call on an operation like any other, recovered as a
      * whole: a session lost at the call takes the init with it. */
     do {
+        unsigned epoch = atomic_load(&k->tok->epoch);
+
         rv = p11_op_init_key_once(&op, k, kind, mech, &r);
         if (rv != CKR_OK)
             continue;
         *outlen = cap;
         rv = op_run(k->tok->m, kind, op.lease.h, in, inlen, out, outlen);
+        /* The token lost its sessions while the call ran (another thread
+         * met the loss and declared it): the key copy the operation used
+         * may have gone with them, and a module then answers what it
+         * likes (SoftHSM2: CKR_GENERAL_ERROR). The answer is about a
+         * session that is gone: recover as from a lost session. */
+        if (rv != CKR_OK && p11_recover_classify(rv) == P11_ACT_NONE &&
+            atomic_load(&k->tok->epoch) != epoch &&
+            !(kind == P11_VERIFY &&
+              (rv == CKR_SIGNATURE_INVALID || rv == CKR_SIGNATURE_LEN_RANGE)))
+            rv = CKR_SESSION_CLOSED;
         /* Ended, whatever the answer (PKCS#11 §5.2), or p11_recover closes
          * the session it still runs on. */
         op.active = 0;

@@ -18,16 +18,38 @@ static void trim_copy(char *dst, const unsigned char *src, size_t n)
     dst[n] = '\0';
 }
 
-static unsigned default_pool_size(const CK_TOKEN_INFO *info)
+/* The default pool grows to the demand: one session per lease held at once
+ * (a one-shot signature holds one for its two calls, a streaming context
+ * from init to final). The cap is the token's own session limit where it
+ * states one. SoftHSM2 and p11-kit's RPC say "effectively infinite"; there
+ * the cap is 64 or 4 per CPU, whichever is more: beyond the Apache event
+ * MPM's 25 threads per process and a 16-thread server, with room for cipher
+ * streams that hold their session longer, while a runaway (a context leaked
+ * per request) still meets a limit before it costs the token much (an idle
+ * SoftHSM2 session takes about 0.3 KiB). The floor, kept open however long
+ * it idles, is what the pool held before it grew: one session per CPU. */
+#define P11_POOL_CAP_MIN 64u
+#define P11_POOL_CAP_PER_CPU 4u
+#define P11_POOL_CAP_MAX 4096u /* bounds the slot array a token's claim can ask for */
+
+static void default_pool_bounds(const CK_TOKEN_INFO *info, unsigned idle_ms,
+                                p11_pool_bounds *b)
 {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned n = cpus > 0 ? (unsigned)cpus : 1;
+    CK_ULONG max = info->ulMaxSessionCount;
 
-    if (info->ulMaxSessionCount != CK_EFFECTIVELY_INFINITE &&
-        info->ulMaxSessionCount != CK_UNAVAILABLE_INFORMATION &&
-        info->ulMaxSessionCount > 0 && info->ulMaxSessionCount < n)
-        n = (unsigned)info->ulMaxSessionCount;
-    return n;
+    if (max == CK_EFFECTIVELY_INFINITE || max == CK_UNAVAILABLE_INFORMATION) {
+        b->cap = n * P11_POOL_CAP_PER_CPU;
+        if (b->cap < P11_POOL_CAP_MIN)
+            b->cap = P11_POOL_CAP_MIN;
+    } else {
+        b->cap = max < P11_POOL_CAP_MAX ? (unsigned)max : P11_POOL_CAP_MAX;
+    }
+    if (b->cap > P11_POOL_CAP_MAX)
+        b->cap = P11_POOL_CAP_MAX;
+    b->floor = n < b->cap ? n : b->cap;
+    b->idle_ms = idle_ms;
 }
 
 static const struct p11_token_hooks token_hooks = {
@@ -49,7 +71,7 @@ static p11_token *token_for_slot(p11_module *m, CK_SLOT_ID slot,
                                  const CK_TOKEN_INFO *info)
 {
     p11_token *t;
-    unsigned size;
+    p11_pool_bounds b;
 
     for (t = m->tokens; t != NULL; t = t->next)
         if (t->slot == slot && memcmp(t->info.label, info->label, 32) == 0 &&
@@ -65,14 +87,19 @@ static p11_token *token_for_slot(p11_module *m, CK_SLOT_ID slot,
     trim_copy(t->serial, info->serialNumber, 16);
     pthread_mutex_init(&t->login_lock, NULL);
     pthread_mutex_init(&t->obj_lock, NULL);
-    size = m->pool_size != 0 ? m->pool_size : default_pool_size(info);
-    /* A module that cannot lock gets one session: everything serialised. */
-    if (!m->can_lock)
-        size = 1;
+    /* pkcs11-pool-size: a fixed size. A module that cannot lock gets one
+     * session: everything serialised. */
+    b.timeout_ms = m->pool_timeout_ms;
+    if (!m->can_lock || m->pool_size != 0) {
+        b.cap = b.floor = m->can_lock ? m->pool_size : 1;
+        b.idle_ms = 0;
+    } else {
+        default_pool_bounds(info, m->pool_idle_ms, &b);
+    }
     {
         const p11_pool_owner owner = {m, slot, t->label, session_opened, t};
 
-        t->pool = p11_pool_new(&owner, size, m->pool_timeout_ms);
+        t->pool = p11_pool_new_bounded(&owner, &b);
     }
     if (t->pool == NULL) {
         free(t);
@@ -81,8 +108,8 @@ static p11_token *token_for_slot(p11_module *m, CK_SLOT_ID slot,
     t->next = m->tokens;
     m->tokens = t;
     m->token_hooks = &token_hooks;
-    p11_debug("token \"%s\" in slot %lu: pool of %u sessions", t->label,
-              (unsigned long)slot, size);
+    p11_debug("token \"%s\" in slot %lu: pool of %u to %u sessions", t->label,
+              (unsigned long)slot, b.floor, b.cap);
     return t;
 }
 
@@ -455,6 +482,23 @@ void p11_tokens_forget_sessions(p11_module *m)
         t->obj_session_gen = 0;
         pthread_mutex_unlock(&t->obj_lock);
     }
+}
+
+void p11_tokens_pool_stats(p11_module *m, p11_pool_stat *sum)
+{
+    memset(sum, 0, sizeof(*sum));
+    pthread_mutex_lock(&m->lock);
+    for (p11_token *t = m->tokens; t != NULL; t = t->next) {
+        p11_pool_stat st;
+
+        p11_pool_stats(t->pool, &st);
+        sum->sessions += st.sessions;
+        sum->peak += st.peak;
+        sum->in_use += st.in_use;
+        sum->limit += st.limit;
+        sum->cap += st.cap;
+    }
+    pthread_mutex_unlock(&m->lock);
 }
 
 void p11_tokens_reset_locks(p11_module *m)

@@ -119,5 +119,7 @@ void p11_tokens_forget_sessions(p11_module *m);
  * parent thread may have held them at fork time. */
 void p11_tokens_reset_locks(p11_module *m);
 void p11_tokens_free(p11_module *m);
+/* The pools of all of m's tokens, added up (for diagnostics and bench/). */
+void p11_tokens_pool_stats(p11_module *m, p11_pool_stat *sum);
 
 #endif

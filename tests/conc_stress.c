@@ -20,7 +20,10 @@
  * saw on a session, more sessions open than the pool allows (+1 object
  * session), or no context actually crossing threads.
  *
- *   conc_stress [-t THREADS] [-n PER_THREAD] [-P POOL (0: online CPUs)] [-s]
+ *   conc_stress [-t THREADS] [-n PER_THREAD] [-P POOL (0: the default)] [-s]
+ *
+ * The default pool grows to the demand, up to 64 or 4 per CPU (SoftHSM2 sets
+ * no session limit of its own).
  */
 #include "conc_util.h"
 
@@ -313,8 +316,11 @@ int main(int argc, char **argv)
     }
     if (nthreads < 2 || nthreads > 64 || per_thread < 1)
         return 2;
-    if (pool == 0)
-        pool = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (pool == 0) {
+        pool = 4 * (int)sysconf(_SC_NPROCESSORS_ONLN);
+        if (pool < 64)
+            pool = 64;
+    }
     ct_watchdog(240, "conc_stress");
     if (!ct_init() || !ct_key_load(&keys[0], "ec") || !ct_key_load(&keys[1], "rsa") ||
         !ct_shim(&shim))

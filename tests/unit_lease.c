@@ -21,6 +21,12 @@
 static atomic_int opened, closed, open_fails, callbacks;
 static atomic_ulong next_handle = 100;
 
+/* The stand-in token's session limit (0: none), and the sessions it has
+ * open; which handles are open, and which are leased right now (set by the
+ * tests): closing a leased session is a fault the tests count. */
+static atomic_int token_max, token_open, closed_leased;
+static atomic_int handle_open[65536], handle_leased[65536];
+
 static CK_RV fake_open(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app, CK_NOTIFY notify,
                        CK_SESSION_HANDLE_PTR h)
 {
@@ -29,14 +35,23 @@ static CK_RV fake_open(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app, CK_NOTI
         atomic_fetch_sub(&open_fails, 1);
         return CKR_SESSION_COUNT;
     }
+    if (atomic_fetch_add(&token_open, 1) >= atomic_load(&token_max) &&
+        atomic_load(&token_max) > 0) {
+        atomic_fetch_sub(&token_open, 1);
+        return CKR_SESSION_COUNT;
+    }
     *h = atomic_fetch_add(&next_handle, 1);
+    atomic_store(&handle_open[*h % 65536], 1);
     atomic_fetch_add(&opened, 1);
     return CKR_OK;
 }
 
 static CK_RV fake_close(CK_SESSION_HANDLE h)
 {
-    (void)h;
+    if (atomic_load(&handle_leased[h % 65536]))
+        atomic_fetch_add(&closed_leased, 1);
+    atomic_store(&handle_open[h % 65536], 0);
+    atomic_fetch_sub(&token_open, 1);
     atomic_fetch_add(&closed, 1);
     return CKR_OK;
 }
@@ -63,6 +78,16 @@ static p11_pool *make_pool(unsigned size, unsigned timeout_ms)
     atomic_store(&fake_module.ready, 1);
     atomic_store(&fake_module.ready_fork_gen, p11_fork_generation());
     return p11_pool_new(&owner, size, timeout_ms);
+}
+
+static p11_pool *make_growing_pool(unsigned floor, unsigned cap, unsigned idle_ms)
+{
+    p11_pool_owner owner = {&fake_module, 7, "unit", on_opened, NULL};
+    const p11_pool_bounds b = {floor, cap, 0, idle_ms};
+    p11_pool *p = make_pool(1, 0);
+
+    p11_pool_free(p);
+    return p11_pool_new_bounded(&owner, &b);
 }
 
 static double now_ms(void)
@@ -357,6 +382,273 @@ static void exclusive(void)
     p11_pool_free(p);
 }
 
+/* One thread asks for leases while holding the others: each gets a new
+ * session, up to the cap; then the pool is exhausted (waiting would
+ * deadlock), not larger. */
+static void grow_to_cap(void)
+{
+    p11_pool *p = make_growing_pool(1, 6, 0);
+    p11_lease l[7];
+    p11_pool_stat st;
+    CK_RV rv;
+
+    for (int i = 0; i < 6; i++) {
+        l[i] = (p11_lease)P11_LEASE_INIT;
+        CHECK(p11_lease_acquire(p, &l[i]) == CKR_OK, "lease %d", i);
+        for (int j = 0; j < i; j++)
+            CHECK(l[i].h != l[j].h, "leases %d and %d share a session", i, j);
+    }
+    CHECK(atomic_load(&opened) == 6, "opened %d", atomic_load(&opened));
+    l[6] = (p11_lease)P11_LEASE_INIT;
+    rv = p11_lease_acquire(p, &l[6]);
+    CHECK(rv == P11_RV_POOL_EXHAUSTED, "past the cap: rv 0x%lx", (unsigned long)rv);
+    CHECK(atomic_load(&opened) == 6, "opened %d for a cap of 6", atomic_load(&opened));
+    p11_pool_stats(p, &st);
+    CHECK(st.sessions == 6 && st.peak == 6 && st.cap == 6 && st.in_use == 6,
+          "sessions %u peak %u cap %u in use %u", st.sessions, st.peak, st.cap,
+          st.in_use);
+    for (int i = 0; i < 6; i++)
+        p11_lease_release(&l[i]);
+    /* Released sessions are reused, the warmest first. */
+    CHECK(p11_lease_acquire(p, &l[0]) == CKR_OK && l[0].h == 105, "reused %lu",
+          (unsigned long)l[0].h);
+    CHECK(atomic_load(&opened) == 6, "opened %d", atomic_load(&opened));
+    p11_lease_release(&l[0]);
+    p11_pool_free(p);
+}
+
+struct holder {
+    p11_pool *p;
+    pthread_barrier_t *bar;
+    CK_RV rv;
+    CK_SESSION_HANDLE h;
+};
+
+static void *hold_one(void *arg)
+{
+    struct holder *hd = arg;
+    p11_lease l = P11_LEASE_INIT;
+
+    hd->rv = p11_lease_acquire(hd->p, &l);
+    hd->h = l.h;
+    if (hd->rv == CKR_OK)
+        atomic_store(&handle_leased[l.h % 65536], 1);
+    pthread_barrier_wait(hd->bar); /* everyone holds a lease */
+    pthread_barrier_wait(hd->bar); /* the main thread counted */
+    if (hd->rv == CKR_OK)
+        atomic_store(&handle_leased[l.h % 65536], 0);
+    p11_lease_release(&l);
+    return NULL;
+}
+
+/* N threads each holding a lease at once: N sessions, one each. */
+static void grow_threads(void)
+{
+    enum { N = 12 };
+    p11_pool *p = make_growing_pool(2, 16, 0);
+    pthread_barrier_t bar;
+    struct holder hd[N];
+    pthread_t th[N];
+    p11_pool_stat st;
+
+    pthread_barrier_init(&bar, NULL, N + 1);
+    for (int i = 0; i < N; i++) {
+        hd[i] = (struct holder){p, &bar, CKR_GENERAL_ERROR, 0};
+        pthread_create(&th[i], NULL, hold_one, &hd[i]);
+    }
+    pthread_barrier_wait(&bar);
+    p11_pool_stats(p, &st);
+    CHECK(st.sessions == N && st.in_use == N, "%d holders: %u sessions, %u in use", N,
+          st.sessions, st.in_use);
+    CHECK(atomic_load(&opened) == N, "opened %d", atomic_load(&opened));
+    for (int i = 0; i < N; i++) {
+        CHECK(hd[i].rv == CKR_OK, "holder %d: rv 0x%lx", i, (unsigned long)hd[i].rv);
+        for (int j = 0; j < i; j++)
+            CHECK(hd[i].h != hd[j].h, "holders %d and %d share a session", i, j);
+    }
+    pthread_barrier_wait(&bar);
+    for (int i = 0; i < N; i++)
+        pthread_join(th[i], NULL);
+    CHECK(p11_pool_in_use(p) == 0, "in use %u", p11_pool_in_use(p));
+    pthread_barrier_destroy(&bar);
+    p11_pool_free(p);
+}
+
+struct churn {
+    p11_pool *p;
+    int rounds, bad;
+};
+
+static void *churn_thread(void *arg)
+{
+    struct churn *c = arg;
+
+    for (int i = 0; i < c->rounds; i++) {
+        p11_lease l = P11_LEASE_INIT;
+        int expected = 0;
+
+        if (p11_lease_acquire(c->p, &l) != CKR_OK) {
+            c->bad++;
+            continue;
+        }
+        if (!atomic_compare_exchange_strong(&handle_leased[l.h % 65536], &expected, 1))
+            c->bad++; /* handed out twice */
+        if (!atomic_load(&handle_open[l.h % 65536]))
+            c->bad++; /* handed out closed */
+        if (i % 7 == 0)
+            usleep(200);
+        else
+            sched_yield();
+        atomic_store(&handle_leased[l.h % 65536], 0);
+        p11_lease_release(&l);
+    }
+    return NULL;
+}
+
+static void run_churn(p11_pool *p, int nthreads, int rounds, int *bad)
+{
+    struct churn c[32];
+    pthread_t th[32];
+
+    *bad = 0;
+    for (int i = 0; i < nthreads; i++) {
+        c[i] = (struct churn){p, rounds, 0};
+        pthread_create(&th[i], NULL, churn_thread, &c[i]);
+    }
+    for (int i = 0; i < nthreads; i++) {
+        pthread_join(th[i], NULL);
+        *bad += c[i].bad;
+    }
+}
+
+/* 16 threads, a cap of 4: never more than 4 sessions open, every caller
+ * served, no session held by two. */
+static void cap_honoured(void)
+{
+    p11_pool *p = make_growing_pool(1, 4, 0);
+    p11_pool_stat st;
+    int bad;
+
+    run_churn(p, 16, 300, &bad);
+    CHECK(bad == 0, "%d leases failed, overlapped or closed", bad);
+    p11_pool_stats(p, &st);
+    CHECK(st.peak <= 4 && atomic_load(&opened) <= 4, "peak %u, opened %d for a cap of 4",
+          st.peak, atomic_load(&opened));
+    p11_pool_free(p);
+}
+
+/* The token has 3 sessions to give, the cap says 16: the token's
+ * CKR_SESSION_COUNT stops growth without failing anyone; a thread that
+ * holds every session the token gave gets the exhaustion error. */
+static void session_count_stops_growth(void)
+{
+    p11_pool *p = make_growing_pool(1, 16, 0);
+    p11_lease l[4];
+    p11_pool_stat st;
+    CK_RV rv;
+    int bad;
+
+    atomic_store(&token_max, 3);
+    run_churn(p, 12, 300, &bad);
+    CHECK(bad == 0, "%d leases failed, overlapped or closed", bad);
+    p11_pool_stats(p, &st);
+    CHECK(st.sessions == 3 && st.limit == 3, "sessions %u, limit %u", st.sessions,
+          st.limit);
+    for (int i = 0; i < 3; i++) {
+        l[i] = (p11_lease)P11_LEASE_INIT;
+        CHECK(p11_lease_acquire(p, &l[i]) == CKR_OK, "lease %d", i);
+    }
+    l[3] = (p11_lease)P11_LEASE_INIT;
+    rv = p11_lease_acquire(p, &l[3]);
+    CHECK(rv == P11_RV_POOL_EXHAUSTED, "rv 0x%lx", (unsigned long)rv);
+    for (int i = 0; i < 3; i++)
+        p11_lease_release(&l[i]);
+    /* A reset (module re-initialised) lets the pool try to grow again. */
+    p11_pool_reset(p);
+    atomic_store(&token_max, 0);
+    atomic_store(&token_open, 0);
+    for (int i = 0; i < 4; i++) {
+        l[i] = (p11_lease)P11_LEASE_INIT;
+        CHECK(p11_lease_acquire(p, &l[i]) == CKR_OK, "after reset: lease %d", i);
+    }
+    for (int i = 0; i < 4; i++)
+        p11_lease_release(&l[i]);
+    p11_pool_free(p);
+}
+
+/* Idle sessions beyond the floor are closed; sessions held by a lease, or
+ * within the floor, never are. */
+static void shrink_idle(void)
+{
+    p11_pool *p = make_growing_pool(2, 8, 100);
+    p11_lease l[6];
+    p11_pool_stat st;
+
+    for (int i = 0; i < 6; i++) {
+        l[i] = (p11_lease)P11_LEASE_INIT;
+        CHECK(p11_lease_acquire(p, &l[i]) == CKR_OK, "lease %d", i);
+        atomic_store(&handle_leased[l[i].h % 65536], 1);
+    }
+    /* Four go back and idle; two stay leased (an operation active). */
+    for (int i = 2; i < 6; i++) {
+        atomic_store(&handle_leased[l[i].h % 65536], 0);
+        p11_lease_release(&l[i]);
+    }
+    usleep(300 * 1000);
+    /* Each release closes at most one idle session, the one idle longest;
+     * the one in use here never idles long enough. */
+    for (int i = 0; i < 6; i++) {
+        p11_lease x = P11_LEASE_INIT;
+
+        CHECK(p11_lease_acquire(p, &x) == CKR_OK, "lease");
+        atomic_store(&handle_leased[x.h % 65536], 1);
+        atomic_store(&handle_leased[x.h % 65536], 0);
+        p11_lease_release(&x);
+        usleep(150 * 1000);
+    }
+    p11_pool_stats(p, &st);
+    CHECK(st.sessions == 3, "sessions %u after idling: 2 leased, 1 in use", st.sessions);
+    CHECK(atomic_load(&closed_leased) == 0, "%d leased sessions closed",
+          atomic_load(&closed_leased));
+    CHECK(atomic_load(&handle_open[l[0].h % 65536]) &&
+              atomic_load(&handle_open[l[1].h % 65536]),
+          "a leased session was closed");
+    /* The last idle one goes at the next release; the floor stays. */
+    for (int i = 0; i < 2; i++) {
+        atomic_store(&handle_leased[l[i].h % 65536], 0);
+        p11_lease_release(&l[i]);
+    }
+    p11_pool_stats(p, &st);
+    CHECK(st.sessions == 2, "sessions %u after idling, floor 2", st.sessions);
+    usleep(150 * 1000);
+    CHECK(p11_lease_acquire(p, &l[0]) == CKR_OK, "lease");
+    p11_lease_release(&l[0]);
+    p11_pool_stats(p, &st);
+    CHECK(st.sessions == 2, "sessions %u: never below the floor", st.sessions);
+    /* Demand comes back: the pool grows again. */
+    for (int i = 0; i < 5; i++) {
+        l[i] = (p11_lease)P11_LEASE_INIT;
+        CHECK(p11_lease_acquire(p, &l[i]) == CKR_OK, "lease %d again", i);
+    }
+    p11_pool_stats(p, &st);
+    CHECK(st.sessions == 5, "sessions %u", st.sessions);
+    for (int i = 0; i < 5; i++)
+        p11_lease_release(&l[i]);
+    /* Under churn with a short idle time: never a leased or closed session
+     * handed out, never a leased one closed. */
+    {
+        int bad;
+        p11_pool *q = make_growing_pool(1, 12, 1);
+
+        run_churn(q, 16, 400, &bad);
+        CHECK(bad == 0, "%d leases failed, overlapped or closed", bad);
+        CHECK(atomic_load(&closed_leased) == 0, "%d leased sessions closed",
+              atomic_load(&closed_leased));
+        p11_pool_free(q);
+    }
+    p11_pool_free(p);
+}
+
 static const unit_case cases[] = {
     {"reuse", reuse},
     {"self_deadlock", self_deadlock},
@@ -370,6 +662,11 @@ static const unit_case cases[] = {
     {"invalidate", invalidate},
     {"new_generation", new_generation},
     {"exclusive", exclusive},
+    {"grow_to_cap", grow_to_cap},
+    {"grow_threads", grow_threads},
+    {"cap_honoured", cap_honoured},
+    {"session_count_stops_growth", session_count_stops_growth},
+    {"shrink_idle", shrink_idle},
 };
 
 int main(int argc, char **argv)

@@ -394,6 +394,9 @@ static struct {
     int conn_lost;   /* every call fails with CKR_DEVICE_ERROR */
     int server_down; /* and C_Initialize too */
     int conn_final;  /* C_Finalize was called since the loss */
+    unsigned long max_sessions;  /* P11SHIM_MAX_SESSIONS; 0: the real module's */
+    unsigned long opening;       /* C_OpenSession calls forwarded, not returned */
+    unsigned long closed_active; /* sessions closed with an operation active */
     struct fault *faults;
     unsigned delay_all;
     unsigned delay[F_COUNT];
@@ -808,11 +811,13 @@ static void apply_env_locked(void)
 
     g.n_hidden = 0;
     env_items("P11SHIM_HIDE_MECHS", env_hide_item);
+    const char *max = getenv("P11SHIM_MAX_SESSIONS");
 
     env_items("P11SHIM_FAIL", env_fail_item);
     env_items("P11SHIM_DELAY_US", env_delay_item);
     g.check = check != NULL && *check != '\0' && strcmp(check, "0") != 0;
     g.gcm_one_part = gcm != NULL && *gcm != '\0' && strcmp(gcm, "0") != 0;
+    g.max_sessions = max != NULL ? strtoul(max, NULL, 10) : 0;
     free(g.log_path);
     g.log_path = NULL;
     if (g.log_fd >= 0)
@@ -1225,8 +1230,14 @@ static CK_RV sess_end(struct call *c, CK_RV rv, int out_null)
             } else if (!c->injected && e->state == S_DEAD) {
                 e->state = S_CLOSED; /* the real close, if pending, runs on release */
             }
-            if (e->state == S_CLOSED)
+            if (e->state == S_CLOSED) {
+                for (i = 0; i < K_COUNT; i++)
+                    if (e->ops[i].active) {
+                        g.closed_active++;
+                        break;
+                    }
                 memset(e->ops, 0, sizeof(e->ops));
+            }
         } else if (e->state != S_CLOSED) {
             /* After p11shim_logout(), report what a token that keeps its object
              * handles says; SoftHSM drops the handles of private objects at
@@ -1526,7 +1537,34 @@ static CK_RV shim_C_GetSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info)
     return plain_end(&c, rv);
 }
 
-PLAIN_FN(C_GetTokenInfo, (CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info), (slot, info))
+static CK_RV shim_C_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
+{
+    struct call c;
+    CK_RV rv = plain_begin(&c, F_C_GetTokenInfo);
+
+    if (c.forward) {
+        rv = c.fl->C_GetTokenInfo(slot, info);
+        lock();
+        if (rv == CKR_OK && info != NULL && g.max_sessions != 0)
+            info->ulMaxSessionCount = info->ulMaxRwSessionCount = g.max_sessions;
+        unlock();
+    }
+    return plain_end(&c, rv);
+}
+
+/* With g_mu held: sessions open through the shim. */
+static unsigned long live_sessions_locked(void)
+{
+    unsigned long n = 0;
+    struct sess *e;
+    int b;
+
+    for (b = 0; b < NBUCKETS; b++)
+        for (e = g.buckets[b]; e != NULL; e = e->next)
+            if (e->state == S_LIVE)
+                n++;
+    return n;
+}
 /* The real list without the mechanisms of P11SHIM_HIDE_MECHS. */
 static CK_RV hidden_mech_list(CK_FUNCTION_LIST *fl, CK_SLOT_ID slot,
                               CK_MECHANISM_TYPE_PTR list, CK_ULONG_PTR count)
@@ -1601,10 +1639,25 @@ static CK_RV shim_C_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app
     struct sess *e;
     int doclose = 0, fd;
     CK_RV rv = plain_begin(&c, F_C_OpenSession);
+    int counted = 0;
 
+    /* P11SHIM_MAX_SESSIONS: a token with that many sessions to give. */
+    lock();
+    if (c.forward && g.max_sessions != 0) {
+        if (live_sessions_locked() + g.opening >= g.max_sessions) {
+            c.forward = 0;
+            rv = CKR_SESSION_COUNT;
+        } else {
+            g.opening++;
+            counted = 1;
+        }
+    }
+    unlock();
     if (c.forward)
         rv = c.fl->C_OpenSession(slot, flags, app, notify, ph != NULL ? &rh : NULL);
     lock();
+    if (counted)
+        g.opening--;
     if (c.forward && rv == CKR_OK) {
         e = calloc(1, sizeof(*e));
         if (e == NULL) {
@@ -2010,6 +2063,16 @@ SHIM_EXPORT size_t p11shim_get_log(struct p11shim_call *out, size_t max)
     return n;
 }
 
+SHIM_EXPORT unsigned long p11shim_closed_active(void)
+{
+    unsigned long n;
+
+    lock();
+    n = g.closed_active;
+    unlock();
+    return n;
+}
+
 SHIM_EXPORT unsigned long p11shim_open_sessions(void)
 {
     unsigned long n = 0;
@@ -2062,6 +2125,8 @@ static void atfork_child(void)
     memset(g.counts, 0, sizeof(g.counts));
     g.ring_n = g.ring_next = 0;
     g.nviol = 0;
+    g.opening = 0;
+    g.closed_active = 0;
     g.dirty = 0;
     g.check = 0;
     if (g.log_fd >= 0)

@@ -36,6 +36,11 @@
  *                                           "C_Sign 3 CKR_OK pid=12 tid=14", with
  *                                           "-" for no session and " injected"
  *                                           after the rv of a planned failure
+ *   P11SHIM_MAX_SESSIONS=N                  a token with N sessions to give:
+ *                                           C_GetTokenInfo says so
+ *                                           (ulMaxSessionCount), and
+ *                                           C_OpenSession answers
+ *                                           CKR_SESSION_COUNT while N are open
  *   P11SHIM_CHECK=1                         at C_Finalize and at exit (if calls
  *                                           were made since), print the verdict
  *                                           "p11shim: pid N: interleaving check
@@ -184,6 +189,9 @@ size_t p11shim_get_log(struct p11shim_call *out, size_t max);
 /* Sessions opened through the shim and not closed or invalidated. */
 unsigned long p11shim_open_sessions(void);
 
+/* Sessions closed (by the caller) while an operation was active on them. */
+unsigned long p11shim_closed_active(void);
+
 /* "CKR_PIN_INCORRECT", or NULL for a value the shim does not know. */
 const char *p11shim_rv_name(CK_RV rv);
 
@@ -203,6 +211,7 @@ struct p11shim_api {
     unsigned long (*open_sessions)(void);
     const char *(*rv_name)(CK_RV rv);
     void (*lose_connection)(int down);
+    unsigned long (*closed_active)(void);
 };
 
 /* Fill api from handle (dlopen() of p11shim.so, for example with RTLD_NOLOAD
@@ -223,6 +232,7 @@ static inline int p11shim_api_load(void *handle, struct p11shim_api *api)
         "p11shim_open_sessions",
         "p11shim_rv_name",
         "p11shim_lose_connection",
+        "p11shim_closed_active",
     };
     void *syms[sizeof(names) / sizeof(names[0])];
     size_t i;
@@ -246,6 +256,7 @@ static inline int p11shim_api_load(void *handle, struct p11shim_api *api)
     memcpy(&api->open_sessions, &syms[10], sizeof(void *));
     memcpy(&api->rv_name, &syms[11], sizeof(void *));
     memcpy(&api->lose_connection, &syms[12], sizeof(void *));
+    memcpy(&api->closed_active, &syms[13], sizeof(void *));
     return 0;
 }
 
