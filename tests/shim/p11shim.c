@@ -391,9 +391,9 @@ static struct {
     int logged_out;   /* p11shim_logout() ran and nobody logged in since */
     int gcm_one_part; /* P11SHIM_GCM_ONE_PART */
     /* p11shim_lose_connection(): as p11-kit-client.so when its server dies. */
-    int conn_lost;   /* every call fails with CKR_DEVICE_ERROR */
-    int server_down; /* and C_Initialize too */
-    int conn_final;  /* C_Finalize was called since the loss */
+    int conn_lost;               /* every call fails with CKR_DEVICE_ERROR */
+    int server_down;             /* and C_Initialize too */
+    int conn_final;              /* C_Finalize was called since the loss */
     unsigned long max_sessions;  /* P11SHIM_MAX_SESSIONS; 0: the real module's */
     unsigned long opening;       /* C_OpenSession calls forwarded, not returned */
     unsigned long closed_active; /* sessions closed with an operation active */
