@@ -187,6 +187,13 @@ static int encode_priv(void *vctx, OSSL_CORE_BIO *out, const void *obj_raw, int 
     char *uri;
     int ok = 0;
 
+    if (k != NULL && k->soft != NULL) {
+        hp_raise(c->pctx, HP_R_UNSUPPORTED,
+                 "the EC key was made in memory, not in a token, because no pkcs11_uri "
+                 "was given, and hsmprov does not write it out: give -pkeyopt "
+                 "pkcs11_uri:pkcs11:token=...;object=... to make it in the token");
+        return 0;
+    }
     if (k == NULL || k->p11 == NULL || k->public_only) {
         hp_raise(c->pctx, HP_R_KEY_TYPE, "no private key to write: this is a public key");
         return 0;

@@ -1,5 +1,7 @@
 /* ECDH with token keys: the shared secret is computed in the token
- * (CKM_ECDH1_DERIVE, p11_derive.c).
+ * (CKM_ECDH1_DERIVE, p11_derive.c). Keys made in memory (hp_keymgmt_gen.c:
+ * TLS key shares under a preference for hsmprov) derive in software, in our
+ * library context, and never cause a token call.
  *
  * OpenSSL fetches the key exchange from the provider of the key's keymgmt,
  * by the name the keymgmt gives (hp_keymgmt.c: HSMPROV-ECDH for our EC
@@ -93,13 +95,13 @@ static int ecdh_init(void *vctx, void *provkey, const OSSL_PARAM params[])
         hp_raise(c->pctx, HP_R_KEY_TYPE, "ECDH takes an EC key");
         return 0;
     }
-    if (k->p11 == NULL) {
+    if (k->p11 == NULL && k->soft == NULL) {
         hp_raise(c->pctx, HP_R_KEY_TYPE,
-                 "hsmprov does key exchange only with keys on a token; this key was "
-                 "imported from software");
+                 "hsmprov does key exchange only with keys on a token or made by it in "
+                 "memory; this key was imported from software");
         return 0;
     }
-    if (k->public_only || k->p11->priv == CK_INVALID_HANDLE) {
+    if (k->p11 != NULL && (k->public_only || k->p11->priv == CK_INVALID_HANDLE)) {
         hp_raise(c->pctx, HP_R_KEY_TYPE,
                  "C_DeriveKey: %s is a public key: ECDH needs the private key",
                  k->p11->name);
@@ -108,14 +110,15 @@ static int ecdh_init(void *vctx, void *provkey, const OSSL_PARAM params[])
     g = group_of(k);
     if (g == NULL) {
         hp_raise(c->pctx, HP_R_UNSUPPORTED, "%s: curve %s is not known to OpenSSL",
-                 k->p11->name, k->group);
+                 hp_key_name(k), k->group);
         return 0;
     }
     c->secret_len = ((size_t)EC_GROUP_get_degree(g) + 7) / 8;
     EC_GROUP_free(g);
     if (c->secret_len > P11_ECDH_SECRET_MAX) {
         hp_raise(c->pctx, HP_R_UNSUPPORTED,
-                 "%s: curve %s is too large for hsmprov's ECDH", k->p11->name, k->group);
+                 "%s: curve %s is too large for hsmprov's ECDH", hp_key_name(k),
+                 k->group);
         return 0;
     }
     c->key = k;
@@ -144,7 +147,7 @@ static int ecdh_set_peer(void *vctx, void *provkey)
         hp_raise(c->pctx, HP_R_BAD_PARAM,
                  "the peer key is on curve %s, %s on curve %s: ECDH needs both on one "
                  "curve",
-                 peer->group[0] != '\0' ? peer->group : "(none)", c->key->p11->name,
+                 peer->group[0] != '\0' ? peer->group : "(none)", hp_key_name(c->key),
                  c->key->group);
         return 0;
     }
@@ -178,6 +181,35 @@ end:
     return ok;
 }
 
+/* The secret of a key made in memory, by the default provider of our
+ * library context. */
+static int derive_in_memory(ecdh_ctx *c, unsigned char *buf, size_t *len)
+{
+    OSSL_PARAM params[3];
+    EVP_PKEY *peer = NULL;
+    EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new_from_name(c->pctx->libctx, "EC", NULL);
+    EVP_PKEY_CTX *dc = NULL;
+    int ok;
+
+    params[0] =
+        OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, c->key->group, 0);
+    params[1] =
+        OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, c->peer, c->peer_len);
+    params[2] = OSSL_PARAM_construct_end();
+    ok = pc != NULL && EVP_PKEY_fromdata_init(pc) > 0 &&
+         EVP_PKEY_fromdata(pc, &peer, EVP_PKEY_PUBLIC_KEY, params) > 0 &&
+         (dc = EVP_PKEY_CTX_new_from_pkey(c->pctx->libctx, c->key->soft, NULL)) != NULL &&
+         EVP_PKEY_derive_init(dc) > 0 && EVP_PKEY_derive_set_peer(dc, peer) > 0 &&
+         EVP_PKEY_derive(dc, buf, len) > 0;
+    if (!ok)
+        hp_raise(c->pctx, HP_R_INTERNAL, "ECDH on %s with %s failed", c->key->group,
+                 hp_key_name(c->key));
+    EVP_PKEY_CTX_free(dc);
+    EVP_PKEY_CTX_free(pc);
+    EVP_PKEY_free(peer);
+    return ok;
+}
+
 static int ecdh_derive(void *vctx, unsigned char *secret, size_t *secretlen,
                        size_t outlen)
 {
@@ -197,8 +229,19 @@ static int ecdh_derive(void *vctx, unsigned char *secret, size_t *secretlen,
         hp_raise(c->pctx, HP_R_BAD_PARAM, "no peer key given: set one before derive");
         return 0;
     }
-    rv = p11_ecdh_derive(c->key->p11, c->peer, c->peer_len, c->secret_len, buf);
-    if (rv != CKR_OK) {
+    if (c->key->soft != NULL) {
+        size_t len = sizeof(buf);
+
+        if (!derive_in_memory(c, buf, &len))
+            return 0;
+        if (len != c->secret_len) {
+            OPENSSL_cleanse(buf, sizeof(buf));
+            hp_raise(c->pctx, HP_R_INTERNAL, "ECDH on %s gave %zu bytes, not %zu",
+                     c->key->group, len, c->secret_len);
+            return 0;
+        }
+    } else if ((rv = p11_ecdh_derive(c->key->p11, c->peer, c->peer_len, c->secret_len,
+                                     buf)) != CKR_OK) {
         hp_raise_p11(c->pctx, rv);
         return 0;
     }

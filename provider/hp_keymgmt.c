@@ -6,7 +6,9 @@
  * private half is asked for: OpenSSL 3.0 asks for everything when it moves a
  * key to another provider, and a public-only copy in the default provider
  * would then be asked to sign and fail. Import accepts public keys only, for
- * comparison with a certificate's key. */
+ * comparison with a certificate's key. EC keys may also be made in memory
+ * (hp_keymgmt_gen.c), or hold only a curve and then a peer's point (set_params):
+ * libssl's key shares when hsmprov is preferred. */
 #include "hp_provider.h"
 
 #include "hp_digest.h"
@@ -32,6 +34,8 @@ static OSSL_FUNC_keymgmt_export_fn km_export;
 static OSSL_FUNC_keymgmt_get_params_fn km_get_params;
 static OSSL_FUNC_keymgmt_gettable_params_fn km_rsa_gettable, km_ec_gettable;
 static OSSL_FUNC_keymgmt_query_operation_name_fn km_rsa_opname, km_ec_opname;
+static OSSL_FUNC_keymgmt_set_params_fn km_ec_set_params;
+static OSSL_FUNC_keymgmt_settable_params_fn km_ec_settable;
 
 static hp_key *key_new(hp_provctx *pctx, int kind)
 {
@@ -89,6 +93,7 @@ static void km_free(void *keydata)
     if (k == NULL)
         return;
     p11_key_free(k->p11);
+    EVP_PKEY_free(k->soft);
     free(k->n);
     free(k->e);
     free(k->point);
@@ -279,6 +284,42 @@ err:
     return NULL;
 }
 
+hp_key *hp_key_ec_software(hp_provctx *pctx, int nid, EVP_PKEY *soft)
+{
+    hp_key *k = key_new(pctx, HP_KEY_EC);
+    EC_GROUP *grp = EC_GROUP_new_by_curve_name_ex(pctx->libctx, NULL, nid);
+    size_t len = 0;
+
+    if (k == NULL || grp == NULL)
+        goto err;
+    k->bits = EC_GROUP_order_bits(grp);
+    EC_GROUP_free(grp);
+    grp = NULL;
+    snprintf(k->group, sizeof(k->group), "%s", OBJ_nid2sn(nid));
+    if (soft != NULL) {
+        if (!EVP_PKEY_get_octet_string_param(soft, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY,
+                                             NULL, 0, &len) ||
+            (k->point = malloc(len)) == NULL ||
+            !EVP_PKEY_get_octet_string_param(soft, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY,
+                                             k->point, len, &k->point_len))
+            goto err;
+        k->soft = soft;
+    }
+    return k;
+err:
+    EC_GROUP_free(grp);
+    km_free(k);
+    return NULL;
+}
+
+const char *hp_key_name(const hp_key *k)
+{
+    if (k->p11 != NULL)
+        return k->p11->name;
+    return k->soft != NULL ? "an EC key made in memory (no pkcs11_uri)"
+                           : "a public key from software";
+}
+
 static void *km_load(const void *reference, size_t reference_sz)
 {
     void *ref[3];
@@ -301,7 +342,8 @@ static int has_public(const hp_key *k)
 
 static int has_private(const hp_key *k)
 {
-    return k->p11 != NULL && !k->public_only && k->p11->priv != CK_INVALID_HANDLE;
+    return k->soft != NULL ||
+           (k->p11 != NULL && !k->public_only && k->p11->priv != CK_INVALID_HANDLE);
 }
 
 static int km_has(const void *keydata, int selection)
@@ -405,7 +447,7 @@ static int km_import(void *keydata, int selection, const OSSL_PARAM params[])
 {
     hp_key *k = keydata;
 
-    if (k == NULL || k->p11 != NULL)
+    if (k == NULL || k->p11 != NULL || k->soft != NULL)
         return 0;
     if (!(selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY))
         return import_domain(k, selection, params);
@@ -739,6 +781,81 @@ static int km_get_params(void *keydata, OSSL_PARAM params[])
     return 1;
 }
 
+/* The peer's share in TLS (EVP_PKEY_set1_encoded_public_key on a key that
+ * holds only the curve): a public key in software, never a token object. */
+static int km_ec_set_params(void *keydata, const OSSL_PARAM params[])
+{
+    hp_key *k = keydata;
+    const OSSL_PARAM *p =
+        OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY);
+    const void *in;
+    size_t in_len, len;
+    unsigned char *out = NULL;
+    EC_GROUP *g = NULL;
+    EC_POINT *pt = NULL;
+    int nid, ok = 0;
+
+    if (k == NULL)
+        return 0;
+    if (p == NULL)
+        return 1;
+    if (k->p11 != NULL || k->soft != NULL) {
+        hp_raise(k->pctx, HP_R_BAD_PARAM,
+                 "%s: the public key of a key pair cannot be replaced", hp_key_name(k));
+        return 0;
+    }
+    if (k->group[0] == '\0') {
+        hp_raise(k->pctx, HP_R_BAD_PARAM,
+                 "an encoded EC public key needs the key's curve first");
+        return 0;
+    }
+    if (!OSSL_PARAM_get_octet_string_ptr(p, &in, &in_len)) {
+        hp_raise(k->pctx, HP_R_BAD_PARAM,
+                 "the encoded public key must be an octet string");
+        return 0;
+    }
+    nid = OBJ_sn2nid(k->group);
+    g = nid != NID_undef ? EC_GROUP_new_by_curve_name_ex(k->pctx->libctx, NULL, nid)
+                         : NULL;
+    pt = g != NULL ? EC_POINT_new(g) : NULL;
+    if (pt == NULL) {
+        hp_raise(k->pctx, HP_R_INTERNAL, "cannot make an EC point on %s", k->group);
+        goto end;
+    }
+    /* Checked here, once, so that no point off the curve is ever kept. */
+    if (!EC_POINT_oct2point(g, pt, in, in_len, NULL) || EC_POINT_is_at_infinity(g, pt)) {
+        hp_raise(k->pctx, HP_R_BAD_PARAM,
+                 "the encoded public key (%zu bytes) is not a point on curve %s", in_len,
+                 k->group);
+        goto end;
+    }
+    len = EC_POINT_point2oct(g, pt, POINT_CONVERSION_UNCOMPRESSED, NULL, 0, NULL);
+    out = len > 0 ? malloc(len) : NULL;
+    if (out == NULL ||
+        EC_POINT_point2oct(g, pt, POINT_CONVERSION_UNCOMPRESSED, out, len, NULL) != len) {
+        free(out);
+        goto end;
+    }
+    free(k->point);
+    k->point = out;
+    k->point_len = len;
+    ok = 1;
+end:
+    EC_POINT_free(pt);
+    EC_GROUP_free(g);
+    return ok;
+}
+
+static const OSSL_PARAM *km_ec_settable(void *provctx)
+{
+    static const OSSL_PARAM settable[] = {
+        OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, NULL, 0),
+        OSSL_PARAM_END,
+    };
+
+    return settable;
+}
+
 #define COMMON_GETTABLE                                                                  \
     OSSL_PARAM_int(OSSL_PKEY_PARAM_BITS, NULL),                                          \
         OSSL_PARAM_int(OSSL_PKEY_PARAM_SECURITY_BITS, NULL),                             \
@@ -867,7 +984,10 @@ const OSSL_DISPATCH hp_rsapss_keymgmt_functions[] = {
 const OSSL_DISPATCH hp_ec_keymgmt_functions[] = {
     KEYMGMT_COMMON(km_ec_new, km_ec_types, km_ec_gettable),
     {OSSL_FUNC_KEYMGMT_QUERY_OPERATION_NAME, (void (*)(void))km_ec_opname},
+    {OSSL_FUNC_KEYMGMT_SET_PARAMS, (void (*)(void))km_ec_set_params},
+    {OSSL_FUNC_KEYMGMT_SETTABLE_PARAMS, (void (*)(void))km_ec_settable},
     KEYMGMT_GEN(hp_km_ec_gen_init, hp_km_ec_gen_settable),
+    {OSSL_FUNC_KEYMGMT_GEN_SET_TEMPLATE, (void (*)(void))hp_km_gen_set_template},
     {0, NULL},
 };
 

@@ -5,12 +5,16 @@
  *       -pkeyopt ec_paramgen_curve:P-256 \
  *       -pkeyopt "pkcs11_uri:pkcs11:token=demo;object=web"
  *
- * hsmprov makes keys only in a token, and only when told where: without a
- * pkcs11_uri parameter it refuses in gen(), before anything reaches the
- * token (or even loads the module), so that no token object is ever made
- * behind an application's back (TLS makes its ephemeral keys through
- * whichever key management a property query prefers). The key returned is
- * the same kind of key the store returns for a token key. */
+ * hsmprov makes token keys only when told where: without a pkcs11_uri
+ * parameter nothing reaches the token (the module is not even loaded), so
+ * that no token object is ever made behind an application's back. TLS makes
+ * its ephemeral key shares through whichever key management a property query
+ * prefers, with the same calls as `openssl genpkey`: an EC key asked for
+ * without pkcs11_uri is therefore made in memory, in software, in hsmprov's
+ * own library context, and hsmprov's encoders refuse to write it out (so
+ * `genpkey` without pkcs11_uri still fails, with nothing in the token).
+ * RSA and Ed25519 keys without pkcs11_uri are refused here: TLS makes none.
+ * A token key returned is the same kind of key the store returns. */
 #include "hp_provider.h"
 
 #include "p11_keygen.h"
@@ -40,6 +44,8 @@ typedef struct gen_ctx {
     size_t rsa_e_len; /* 0: 65537 */
     unsigned char *ec_params;
     size_t ec_params_len;
+    int ec_nid;    /* the curve of ec_params */
+    int selection; /* OSSL_KEYMGMT_SELECT_*: the curve alone, or a key pair */
 } gen_ctx;
 
 /* The X.509 key usage names the peer provider takes in pkcs11_key_usage,
@@ -81,8 +87,9 @@ static void *gen_init(void *provctx, int selection, const OSSL_PARAM params[], i
     hp_provctx *pctx = provctx;
     gen_ctx *g;
 
-    /* Domain parameters alone would be a software object: not ours. */
-    if (!(selection & OSSL_KEYMGMT_SELECT_KEYPAIR)) {
+    /* Domain parameters alone are a software object; for EC, libssl makes
+     * the holder of the peer's key share so (ssl_generate_param_group). */
+    if (!(selection & OSSL_KEYMGMT_SELECT_KEYPAIR) && kind != HP_KEY_EC) {
         hp_raise(pctx, HP_R_UNSUPPORTED,
                  "hsmprov generates %s key pairs in a token, not parameters alone",
                  kind_name(kind));
@@ -93,6 +100,7 @@ static void *gen_init(void *provctx, int selection, const OSSL_PARAM params[], i
         return NULL;
     g->pctx = pctx;
     g->kind = kind;
+    g->selection = selection;
     g->rsa_bits = 2048;
     if (!hp_km_gen_set_params(g, params)) {
         hp_km_gen_cleanup(g);
@@ -240,17 +248,12 @@ static int set_rsa_e(gen_ctx *g, const OSSL_PARAM *p)
 }
 
 /* A named curve OpenSSL knows, as its OID in DER (CKA_EC_PARAMS). */
-static int set_group(gen_ctx *g, const OSSL_PARAM *p)
+static int set_group_name(gen_ctx *g, const char *name)
 {
-    const char *name;
     int nid, len;
     EC_GROUP *grp;
     unsigned char *der = NULL;
 
-    if (!OSSL_PARAM_get_utf8_string_ptr(p, &name)) {
-        hp_raise(g->pctx, HP_R_BAD_PARAM, "the curve name must be a string");
-        return 0;
-    }
     nid = EC_curve_nist2nid(name);
     if (nid == NID_undef)
         nid = OBJ_sn2nid(name);
@@ -274,8 +277,59 @@ static int set_group(gen_ctx *g, const OSSL_PARAM *p)
     if (g->ec_params != NULL)
         memcpy(g->ec_params, der, (size_t)len);
     g->ec_params_len = (size_t)len;
+    g->ec_nid = nid;
     OPENSSL_free(der);
     return g->ec_params != NULL;
+}
+
+static int set_group(gen_ctx *g, const OSSL_PARAM *p)
+{
+    const char *name;
+
+    if (!OSSL_PARAM_get_utf8_string_ptr(p, &name)) {
+        hp_raise(g->pctx, HP_R_BAD_PARAM, "the curve name must be a string");
+        return 0;
+    }
+    return set_group_name(g, name);
+}
+
+/* A key made from another's curve (EVP_PKEY_CTX_new_from_pkey, as libssl
+ * makes a TLS 1.2 client's key share for the server's). */
+int hp_km_gen_set_template(void *genctx, void *templ)
+{
+    gen_ctx *g = genctx;
+    const hp_key *t = templ;
+
+    if (g == NULL || t == NULL)
+        return 0;
+    if (g->kind != HP_KEY_EC || t->kind != HP_KEY_EC || t->group[0] == '\0') {
+        hp_raise(g->pctx, HP_R_BAD_PARAM, "the template key names no EC curve");
+        return 0;
+    }
+    return set_group_name(g, t->group);
+}
+
+/* An EC key pair in memory, in our library context: see the head of this
+ * file. */
+static void *gen_in_memory(gen_ctx *g)
+{
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(g->pctx->libctx, "EC", NULL);
+    EVP_PKEY *pkey = NULL;
+    hp_key *k = NULL;
+
+    if (ctx != NULL && EVP_PKEY_keygen_init(ctx) > 0 &&
+        EVP_PKEY_CTX_set_group_name(ctx, OBJ_nid2sn(g->ec_nid)) > 0 &&
+        EVP_PKEY_keygen(ctx, &pkey) > 0) {
+        k = hp_key_ec_software(g->pctx, g->ec_nid, pkey);
+        if (k == NULL)
+            EVP_PKEY_free(pkey);
+    }
+    EVP_PKEY_CTX_free(ctx);
+    if (k == NULL)
+        hp_raise(g->pctx, HP_R_INTERNAL,
+                 "could not make an EC key on %s in memory (no pkcs11_uri was given)",
+                 OBJ_nid2sn(g->ec_nid));
+    return k;
 }
 
 int hp_km_gen_set_params(void *genctx, const OSSL_PARAM params[])
@@ -395,6 +449,19 @@ void *hp_km_gen(void *genctx, OSSL_CALLBACK *cb, void *cbarg)
 
     if (g == NULL)
         return NULL;
+    if (g->kind == HP_KEY_EC &&
+        (g->uri == NULL || !(g->selection & OSSL_KEYMGMT_SELECT_KEYPAIR))) {
+        if (g->ec_params == NULL) {
+            hp_raise(
+                g->pctx, HP_R_BAD_PARAM,
+                "an EC key needs its curve: give -pkeyopt ec_paramgen_curve:P-256 (or "
+                "P-384, P-521)");
+            return NULL;
+        }
+        if (!(g->selection & OSSL_KEYMGMT_SELECT_KEYPAIR))
+            return hp_key_ec_software(g->pctx, g->ec_nid, NULL);
+        return gen_in_memory(g);
+    }
     /* Before the module is even loaded: see the head of this file. */
     if (g->uri == NULL) {
         hp_raise(g->pctx, HP_R_BAD_PARAM,

@@ -9,6 +9,7 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/params.h>
+#include <openssl/prov_ssl.h>
 #include <openssl/provider.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@ static OSSL_FUNC_provider_gettable_params_fn hp_gettable_params;
 static OSSL_FUNC_provider_get_params_fn hp_get_params;
 static OSSL_FUNC_provider_query_operation_fn hp_query;
 static OSSL_FUNC_provider_get_reason_strings_fn hp_reasons;
+static OSSL_FUNC_provider_get_capabilities_fn hp_get_capabilities;
 
 #define RSA_NAMES "RSA:rsaEncryption:1.2.840.113549.1.1.1"
 #define RSAPSS_NAMES "RSA-PSS:RSASSA-PSS:1.2.840.113549.1.1.10"
@@ -443,12 +445,62 @@ static void *early_init(void *arg)
     return NULL;
 }
 
+/* TLS groups. libssl (3.0) keeps a provider's group only while fetching the
+ * group's key type with the application's property query returns that
+ * provider: with "?provider=hsmprov" our EC key management wins, so the
+ * default provider's EC groups are dropped and these take their place. The
+ * values are those the default provider declares; key shares are made in
+ * memory (hp_keymgmt_gen.c), never in the token. */
+static struct {
+    unsigned int id, secbits;
+    int min_tls, max_tls, min_dtls, max_dtls;
+} ec_groups[] = {
+    {23, 128, TLS1_VERSION, 0, DTLS1_VERSION, 0}, /* secp256r1 */
+    {24, 192, TLS1_VERSION, 0, DTLS1_VERSION, 0}, /* secp384r1 */
+    {25, 256, TLS1_VERSION, 0, DTLS1_VERSION, 0}, /* secp521r1 */
+};
+
+#define TLS_GROUP(tlsname, realname, i)                                                  \
+    {                                                                                    \
+        OSSL_PARAM_utf8_string(OSSL_CAPABILITY_TLS_GROUP_NAME, tlsname,                  \
+                               sizeof(tlsname)),                                         \
+            OSSL_PARAM_utf8_string(OSSL_CAPABILITY_TLS_GROUP_NAME_INTERNAL, realname,    \
+                                   sizeof(realname)),                                    \
+            OSSL_PARAM_utf8_string(OSSL_CAPABILITY_TLS_GROUP_ALG, "EC", sizeof("EC")),   \
+            OSSL_PARAM_uint(OSSL_CAPABILITY_TLS_GROUP_ID, &ec_groups[i].id),             \
+            OSSL_PARAM_uint(OSSL_CAPABILITY_TLS_GROUP_SECURITY_BITS,                     \
+                            &ec_groups[i].secbits),                                      \
+            OSSL_PARAM_int(OSSL_CAPABILITY_TLS_GROUP_MIN_TLS, &ec_groups[i].min_tls),    \
+            OSSL_PARAM_int(OSSL_CAPABILITY_TLS_GROUP_MAX_TLS, &ec_groups[i].max_tls),    \
+            OSSL_PARAM_int(OSSL_CAPABILITY_TLS_GROUP_MIN_DTLS, &ec_groups[i].min_dtls),  \
+            OSSL_PARAM_int(OSSL_CAPABILITY_TLS_GROUP_MAX_DTLS, &ec_groups[i].max_dtls),  \
+            OSSL_PARAM_END                                                               \
+    }
+
+static const OSSL_PARAM tls_groups[][10] = {
+    TLS_GROUP("secp256r1", "prime256v1", 0), TLS_GROUP("P-256", "prime256v1", 0),
+    TLS_GROUP("secp384r1", "secp384r1", 1),  TLS_GROUP("P-384", "secp384r1", 1),
+    TLS_GROUP("secp521r1", "secp521r1", 2),  TLS_GROUP("P-521", "secp521r1", 2),
+};
+
+static int hp_get_capabilities(void *provctx, const char *capability, OSSL_CALLBACK *cb,
+                               void *arg)
+{
+    if (strcasecmp(capability, "TLS-GROUP") != 0)
+        return 0;
+    for (size_t i = 0; i < sizeof(tls_groups) / sizeof(tls_groups[0]); i++)
+        if (!cb(tls_groups[i], arg))
+            return 0;
+    return 1;
+}
+
 static const OSSL_DISPATCH provider_functions[] = {
     {OSSL_FUNC_PROVIDER_TEARDOWN, (void (*)(void))hp_teardown},
     {OSSL_FUNC_PROVIDER_GETTABLE_PARAMS, (void (*)(void))hp_gettable_params},
     {OSSL_FUNC_PROVIDER_GET_PARAMS, (void (*)(void))hp_get_params},
     {OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void))hp_query},
     {OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, (void (*)(void))hp_reasons},
+    {OSSL_FUNC_PROVIDER_GET_CAPABILITIES, (void (*)(void))hp_get_capabilities},
     {0, NULL},
 };
 

@@ -66,6 +66,9 @@ typedef struct hp_key {
     hp_provctx *pctx;
     int kind;     /* HP_KEY_RSA, HP_KEY_RSA_PSS, HP_KEY_EC */
     p11_key *p11; /* NULL for a public key imported from software (match only) */
+    /* A key pair made in memory in pctx->libctx because no pkcs11_uri was
+     * given (TLS key shares under a preference for hsmprov); p11 is NULL. */
+    EVP_PKEY *soft;
     /* Public parts as OpenSSL sees them; for token keys copied from p11. */
     unsigned char *n, *e, *point;
     size_t n_len, e_len, point_len;
@@ -149,6 +152,12 @@ OSSL_FUNC_keymgmt_gen_settable_params_fn hp_km_rsa_gen_settable, hp_km_ec_gen_se
     hp_km_ed25519_gen_settable;
 OSSL_FUNC_keymgmt_gen_fn hp_km_gen;
 OSSL_FUNC_keymgmt_gen_cleanup_fn hp_km_gen_cleanup;
+OSSL_FUNC_keymgmt_gen_set_template_fn hp_km_gen_set_template;
+/* An EC key of curve nid made in software: the key pair soft (owned by the
+ * key on success), or the curve alone when soft is NULL. */
+hp_key *hp_key_ec_software(hp_provctx *pctx, int nid, EVP_PKEY *soft);
+/* What messages call a key: its token object, or what kind of software key. */
+const char *hp_key_name(const hp_key *k);
 
 /* Writes all of data to a core BIO (hp_encoder.c). */
 int hp_core_write(hp_provctx *pctx, OSSL_CORE_BIO *out, const void *data, size_t len);

@@ -134,6 +134,13 @@ static int init(sig_ctx *c, void *key, const OSSL_PARAM params[], int sign)
      * provider in our library context, as it would have without the
      * preference. A software private key never gets here: import refuses it,
      * so OpenSSL keeps it with its own provider. */
+    if (c->key->soft != NULL && sign) {
+        hp_raise(c->pctx, HP_R_KEY_TYPE,
+                 "hsmprov signs only with keys in a token; this EC key was made in "
+                 "memory, not in a token, because no pkcs11_uri was given: give -pkeyopt "
+                 "pkcs11_uri:pkcs11:token=...;object=... to make it in the token");
+        return 0;
+    }
     if (c->key->p11 == NULL && sign) {
         hp_raise(c->pctx, HP_R_KEY_TYPE,
                  "hsmprov signs only with keys on a token; this key was imported "

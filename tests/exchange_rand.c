@@ -11,6 +11,14 @@
  *                                  accepted, a KDF refused clearly
  *   exchange_rand bad_point        a peer point that is not on the curve is
  *                                  refused before the token sees it
+ *   exchange_rand in_memory        key shares as libssl makes them when hsmprov
+ *                                  is preferred: an EC key generated without
+ *                                  pkcs11_uri, a peer made from the curve and
+ *                                  an encoded point; both derive (and the token
+ *                                  key with such a peer) equal to software; no
+ *                                  C_GenerateKeyPair, C_DeriveKey only for the
+ *                                  token key; off-curve points, signing and
+ *                                  replacing a key pair's point refused
  *   exchange_rand rand THREADS N   the token's generator as OpenSSL's default
  *                                  (RAND_set_DRBG_type, as [random_sect]
  *                                  does): THREADS threads call RAND_bytes,
@@ -23,6 +31,7 @@
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
+#include <openssl/provider.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <pthread.h>
@@ -216,6 +225,144 @@ static int mode_bad_point(void)
     return ct_result("bad point");
 }
 
+/* The calls libssl makes for a key share under "?provider=hsmprov"
+ * (ssl_generate_pkey_group, ssl_generate_param_group). */
+#define PREFER "?provider=hsmprov"
+
+static EVP_PKEY *share_keygen(const char *group, int params_only)
+{
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_name(NULL, "EC", PREFER);
+    EVP_PKEY *k = NULL;
+    int ok = c != NULL &&
+             (params_only ? EVP_PKEY_paramgen_init(c) : EVP_PKEY_keygen_init(c)) > 0 &&
+             EVP_PKEY_CTX_set_group_name(c, group) > 0 &&
+             (params_only ? EVP_PKEY_paramgen(c, &k) : EVP_PKEY_keygen(c, &k)) > 0;
+
+    EVP_PKEY_CTX_free(c);
+    if (!ok) {
+        EVP_PKEY_free(k);
+        return NULL;
+    }
+    return k;
+}
+
+/* A peer key as libssl makes it from a received share. */
+static EVP_PKEY *share_peer(const char *group, const unsigned char *pt, size_t len)
+{
+    EVP_PKEY *p = share_keygen(group, 1);
+
+    if (p != NULL && EVP_PKEY_set1_encoded_public_key(p, pt, len) <= 0) {
+        EVP_PKEY_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+static int from_hsmprov(EVP_PKEY *k)
+{
+    const OSSL_PROVIDER *p = EVP_PKEY_get0_provider(k);
+
+    return p != NULL && strcmp(OSSL_PROVIDER_get0_name(p), "hsmprov") == 0;
+}
+
+static int mode_in_memory(void)
+{
+    unsigned long gen0 = shim.call_count("C_GenerateKeyPair");
+    unsigned long der0 = shim.call_count("C_DeriveKey");
+    EVP_PKEY *mine = share_keygen("P-256", 0),
+             *soft = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *peer = NULL, *mine_pub = NULL, *bad = NULL;
+    unsigned char *mpt = NULL, *spt = NULL, a[80], b[80];
+    size_t mlen, slen, alen = sizeof(a), blen = sizeof(b);
+    char err[2048] = "";
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+
+    if (mine == NULL || soft == NULL) {
+        ct_errors(err, sizeof(err));
+        ct_fail("no key share made without pkcs11_uri: %s", err);
+        goto end;
+    }
+    if (!from_hsmprov(mine))
+        ct_fail("the key share is not hsmprov's: the preference was not tested");
+    if (EVP_PKEY_get_bits(mine) != 256 || EVP_PKEY_get_security_bits(mine) != 128)
+        ct_fail("bits %d, security bits %d: not those of P-256", EVP_PKEY_get_bits(mine),
+                EVP_PKEY_get_security_bits(mine));
+    mlen = EVP_PKEY_get1_encoded_public_key(mine, &mpt);
+    slen = EVP_PKEY_get1_encoded_public_key(soft, &spt);
+    if (mlen != 65 || slen != 65) {
+        ct_fail("encoded public keys of %zu and %zu bytes", mlen, slen);
+        goto end;
+    }
+    /* Our share with the software peer's, and the software key with ours. */
+    peer = share_peer("P-256", spt, slen);
+    mine_pub = EVP_PKEY_new();
+    if (peer == NULL || !from_hsmprov(peer) || mine_pub == NULL ||
+        EVP_PKEY_copy_parameters(mine_pub, mine) <= 0 ||
+        EVP_PKEY_set1_encoded_public_key(mine_pub, mpt, mlen) <= 0) {
+        ct_errors(err, sizeof(err));
+        ct_fail("peer keys from an encoded point: %s", err);
+        goto end;
+    }
+    if (!derive(mine, peer, a, &alen, err, sizeof(err)))
+        ct_fail("derive with the in-memory key: %s", err);
+    else if (!derive(soft, mine_pub, b, &blen, err, sizeof(err)))
+        ct_fail("software derive: %s", err);
+    else if (alen != 32 || alen != blen || memcmp(a, b, alen) != 0)
+        ct_fail("the in-memory key's secret differs from the software one");
+    /* The token key with a peer made the same way: still in the token. */
+    alen = blen = sizeof(a);
+    if (!derive(key.tok, peer, a, &alen, err, sizeof(err)))
+        ct_fail("derive with the token key: %s", err);
+    else if (!derive(soft, key.pub, b, &blen, err, sizeof(err)))
+        ct_fail("software derive with the token's public key: %s", err);
+    else if (alen != 32 || alen != blen || memcmp(a, b, alen) != 0)
+        ct_fail("the token key's secret differs from the software one");
+    if (shim.call_count("C_GenerateKeyPair") != gen0)
+        ct_fail("C_GenerateKeyPair reached the token for a key share");
+    if (shim.call_count("C_DeriveKey") != der0 + 1)
+        ct_fail("%lu C_DeriveKey calls: one was expected (the token key's)",
+                shim.call_count("C_DeriveKey") - der0);
+    /* A point off the curve never becomes a key. */
+    spt[64] ^= 1;
+    ERR_clear_error();
+    if ((bad = share_peer("P-256", spt, slen)) != NULL) {
+        ct_fail("a point off the curve was accepted as the peer's share");
+    } else {
+        ct_errors(err, sizeof(err));
+        if (strstr(err, "is not a point on curve prime256v1") == NULL)
+            ct_fail("the off-curve refusal does not say what is wrong: %s", err);
+        else
+            printf("off-curve share refused: %s\n", err);
+    }
+    /* A share is not a signing key, and a key pair keeps its point. */
+    ERR_clear_error();
+    if (md == NULL ||
+        EVP_DigestSignInit_ex(md, NULL, "SHA256", NULL, PREFER, mine, NULL) > 0) {
+        ct_fail("the in-memory key was accepted for signing");
+    } else {
+        ct_errors(err, sizeof(err));
+        if (strstr(err, "made in memory, not in a token, because no pkcs11_uri") == NULL)
+            ct_fail("the signing refusal does not say why: %s", err);
+        else
+            printf("signing refused: %s\n", err);
+    }
+    ERR_clear_error();
+    if (EVP_PKEY_set1_encoded_public_key(mine, mpt, mlen) > 0)
+        ct_fail("the point of an in-memory key pair was replaced");
+    ERR_clear_error();
+end:
+    EVP_MD_CTX_free(md);
+    OPENSSL_free(mpt);
+    OPENSSL_free(spt);
+    EVP_PKEY_free(bad);
+    EVP_PKEY_free(mine_pub);
+    EVP_PKEY_free(peer);
+    EVP_PKEY_free(soft);
+    EVP_PKEY_free(mine);
+    ct_shim_clean(&shim, "in_memory");
+    return ct_result("in memory");
+}
+
 /* Random outputs of every thread, for the uniqueness check. */
 #define RAND_LEN 32
 static unsigned char (*outputs)[RAND_LEN];
@@ -313,6 +460,8 @@ int main(int argc, char **argv)
         return mode_ecdh_params();
     if (strcmp(mode, "bad_point") == 0)
         return mode_bad_point();
+    if (strcmp(mode, "in_memory") == 0)
+        return mode_in_memory();
     if (strcmp(mode, "rand") == 0)
         return mode_rand();
     ct_fail("unknown mode %s", mode);

@@ -4,7 +4,8 @@
 # the token as it was (pkcs11-tool's object list unchanged).
 #
 #   keygen_bad_input.sh CASE
-#     no_uri          no pkcs11_uri: refused before the module is even loaded
+#     no_uri          no pkcs11_uri: the module is not even loaded; an EC key made in
+#                     memory is refused when written out
 #     unknown_curve   ec_paramgen_curve:P-999
 #     rsa_bits        rsa_keygen_bits:20000, more than the token makes
 #     several_tokens  a URI without token= on a module with two tokens
@@ -62,14 +63,24 @@ ec_uri() {
 case $case in
 no_uri)
     hp_step "EC, RSA and Ed25519 without pkcs11_uri"
-    for alg in "EC -pkeyopt ec_paramgen_curve:P-256" RSA ED25519; do
+    # An EC key is made in memory (as TLS key shares are) and refused when
+    # written out; RSA and Ed25519 are refused at once.
+    for alg in "EC -pkeyopt ec_paramgen_curve:P-256" "EC -pkeyopt ec_paramgen_curve:P-384 -outform DER" \
+        "EC -pkeyopt ec_paramgen_curve:P-521 -out $T/k.pem" RSA ED25519; do
         export HSMPROV_DEBUG=1
         # shellcheck disable=SC2086
         gen -algorithm $alg
         unset HSMPROV_DEBUG
-        hp_out_has "hsmprov generates keys only in a token: give -pkeyopt pkcs11_uri:"
-        # Refused before the module is loaded: no PKCS#11 call at all.
-        hp_out_lacks "C_Initialize" "C_GetSlotList" "C_Login"
+        case $alg in
+        EC*)
+            hp_out_has "the EC key was made in memory, not in a token, because no pkcs11_uri was given" \
+                "give -pkeyopt pkcs11_uri:pkcs11:token=...;object=... to make it in the token"
+            [ ! -s "$T/k.pem" ] || hp_fail "a key file was written: $(cat "$T/k.pem")"
+            ;;
+        *) hp_out_has "hsmprov generates keys only in a token: give -pkeyopt pkcs11_uri:" ;;
+        esac
+        # Nothing reaches the module: no PKCS#11 call at all.
+        hp_out_lacks "C_Initialize" "C_GetSlotList" "C_Login" "C_GenerateKeyPair"
     done
     unchanged
     ;;
