@@ -5,12 +5,11 @@
 
 #include <stdio.h>
 
+/* A lack is an answer here, not a failure: no failure text is made (this
+ * runs at every signature's init). */
 static int token_has(p11_key *k, CK_MECHANISM_TYPE mech)
 {
-    int has = p11_token_check_mech(k->tok, mech) == CKR_OK;
-
-    p11_failure_clear(); /* a lack is an answer here, not a failure */
-    return has;
+    return p11_token_has_mech(k->tok, mech);
 }
 
 int p11_mech_usable(p11_key *k, CK_MECHANISM_TYPE mech)

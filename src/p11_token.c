@@ -313,13 +313,11 @@ CK_RV p11_token_with_mechanism(p11_module *m, CK_MECHANISM_TYPE mech, p11_token 
 
     *out = NULL;
     for (size_t i = 0; rv == CKR_OK && i < n && *out == NULL; i++)
-        if ((v[i]->info.flags & CKF_TOKEN_INITIALIZED) &&
-            p11_token_check_mech(v[i], mech) == CKR_OK)
+        if ((v[i]->info.flags & CKF_TOKEN_INITIALIZED) && p11_token_has_mech(v[i], mech))
             *out = v[i];
     free(v);
     if (rv != CKR_OK)
         return rv;
-    p11_failure_clear(); /* the tokens that lack the mechanism */
     if (*out != NULL)
         return CKR_OK;
     return n == 0 ? p11_fail(CKR_TOKEN_NOT_PRESENT, "C_GetSlotList",
@@ -434,10 +432,20 @@ void p11_token_forget_login(p11_token *t)
     atomic_store(&t->login_gen, 0);
 }
 
-CK_RV p11_token_check_mech(p11_token *t, CK_MECHANISM_TYPE mech)
+static int mech_cmp(const void *a, const void *b)
 {
-    const char *name;
+    CK_MECHANISM_TYPE x = *(const CK_MECHANISM_TYPE *)a,
+                      y = *(const CK_MECHANISM_TYPE *)b;
 
+    return x < y ? -1 : x > y;
+}
+
+/* Whether the mechanism list is known; read from the token at the first
+ * question. A token that cannot answer is asked again next time. */
+static int mechs_load(p11_token *t)
+{
+    if (atomic_load_explicit(&t->mechs_known, memory_order_acquire))
+        return 1;
     pthread_mutex_lock(&t->login_lock);
     if (t->mechs == NULL) {
         CK_ULONG n = 0;
@@ -446,19 +454,32 @@ CK_RV p11_token_check_mech(p11_token *t, CK_MECHANISM_TYPE mech)
         if (P11_CALL(t->m, C_GetMechanismList, t->slot, NULL, &n) == CKR_OK &&
             (v = calloc(n + 1, sizeof(*v))) != NULL) {
             if (P11_CALL(t->m, C_GetMechanismList, t->slot, v, &n) == CKR_OK) {
+                qsort(v, n, sizeof(*v), mech_cmp);
                 t->mechs = v;
                 t->n_mechs = n;
+                atomic_store_explicit(&t->mechs_known, 1, memory_order_release);
             } else {
                 free(v);
             }
         }
     }
     pthread_mutex_unlock(&t->login_lock);
-    if (t->mechs == NULL)
-        return CKR_OK; /* cannot tell: let the operation itself answer */
-    for (CK_ULONG i = 0; i < t->n_mechs; i++)
-        if (t->mechs[i] == mech)
-            return CKR_OK;
+    return atomic_load_explicit(&t->mechs_known, memory_order_acquire);
+}
+
+int p11_token_has_mech(p11_token *t, CK_MECHANISM_TYPE mech)
+{
+    if (!mechs_load(t))
+        return 1; /* cannot tell: let the operation itself answer */
+    return bsearch(&mech, t->mechs, t->n_mechs, sizeof(mech), mech_cmp) != NULL;
+}
+
+CK_RV p11_token_check_mech(p11_token *t, CK_MECHANISM_TYPE mech)
+{
+    const char *name;
+
+    if (p11_token_has_mech(t, mech))
+        return CKR_OK;
     name = p11_mech_name(mech);
     if (name != NULL)
         return p11_fail(CKR_MECHANISM_INVALID, "C_GetMechanismList",

@@ -29,8 +29,11 @@ struct p11_token {
     char *bad_pin;
     size_t bad_pin_len;
 
+    /* The token's mechanism list, sorted; read once under login_lock, then
+     * read without a lock once mechs_known says so (every signature asks). */
     CK_MECHANISM_TYPE *mechs;
     CK_ULONG n_mechs;
+    atomic_int mechs_known;
 
     /* Bumped whenever the token may have renumbered or dropped objects
      * without a module re-initialisation: its sessions were lost (closed,
@@ -102,6 +105,10 @@ CK_RV p11_token_context_login(p11_token *t, CK_SESSION_HANDLE h, const char *nam
 /* CKR_OK when the token lists the mechanism; else CKR_MECHANISM_INVALID with a
  * failure text naming it. */
 CK_RV p11_token_check_mech(p11_token *t, CK_MECHANISM_TYPE mech);
+/* The same question without a failure text, for choosing among mechanisms:
+ * 1 when the token lists it or cannot tell (the operation will answer), 0
+ * when it does not. */
+int p11_token_has_mech(p11_token *t, CK_MECHANISM_TYPE mech);
 
 /* Session objects on the token's object session. The handle is valid in
  * the module generation returned in *gen (objects die with fork or
