@@ -234,6 +234,13 @@ static _Thread_local sigset_t sigpipe_saved;
  * vendor's client library may talk to its HSM over the network. A module
  * that reconnects by itself may succeed after the write that raised
  * SIGPIPE, so the check runs whatever the call answered. */
+void p11_transient_pause(void)
+{
+    struct timespec pause = {0, 20 * 1000 * 1000};
+
+    nanosleep(&pause, NULL);
+}
+
 int p11_module_is_local(const char *path)
 {
     static const char *const local[] = {"libsofthsm2.", "libsoftokn3."};

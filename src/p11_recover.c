@@ -3,7 +3,6 @@
 #include "p11_failure.h"
 
 #include <string.h>
-#include <time.h>
 
 p11_action p11_recover_classify(CK_RV rv)
 {
@@ -179,14 +178,9 @@ p11_next p11_recover(p11_recovery *r, p11_token *t, p11_lease *l, CK_RV rv)
             return P11_DONE;
         r->mgen = atomic_load(&t->m->gen);
         break;
-    case P11_ACT_TRANSIENT: {
-        /* Long enough for another process to finish writing a token file,
-         * short beside a TLS handshake. */
-        struct timespec pause = {0, 20 * 1000 * 1000};
-
-        nanosleep(&pause, NULL);
+    case P11_ACT_TRANSIENT:
+        p11_transient_pause();
         break;
-    }
     default:
         break;
     }

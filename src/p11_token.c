@@ -117,7 +117,36 @@ static p11_token *token_for_slot(p11_module *m, CK_SLOT_ID slot,
 struct scan_seen {
     CK_ULONG slots;  /* slots with a token */
     CK_ULONG tokens; /* initialised tokens among them */
+    /* The first slot that could not describe itself or its token, and the
+     * module's answer: reported as it is, never as a token not present. */
+    CK_RV failed_rv;
+    const char *failed_call;
+    CK_SLOT_ID failed_slot;
 };
+
+/* The slot's and its token's descriptions. A passing fault (CKR_GENERAL_ERROR:
+ * SoftHSM2 reading its token file while another process's login rewrites it,
+ * as when a server's workers start together) is asked again once after a
+ * pause, as the recovery policy does with later calls. */
+static CK_RV describe_slot(p11_module *m, CK_SLOT_ID slot, CK_SLOT_INFO *si,
+                           CK_TOKEN_INFO *ti, const char **call)
+{
+    for (int attempt = 0;; attempt++) {
+        CK_RV rv;
+
+        *call = "C_GetSlotInfo";
+        rv = P11_CALL(m, C_GetSlotInfo, slot, si);
+        if (rv == CKR_OK) {
+            *call = "C_GetTokenInfo";
+            rv = P11_CALL(m, C_GetTokenInfo, slot, ti);
+        }
+        if (rv != CKR_GENERAL_ERROR || attempt > 0)
+            return rv;
+        p11_debug("slot %lu: %s answered CKR_GENERAL_ERROR; asking again",
+                  (unsigned long)slot, *call);
+        p11_transient_pause();
+    }
+}
 
 /* Visits every slot with an initialised token; stops when fn returns
  * non-zero. */
@@ -150,11 +179,22 @@ static CK_RV scan(p11_module *m, int (*fn)(void *arg, p11_token *t, CK_SLOT_INFO
         CK_TOKEN_INFO ti;
         CK_SLOT_INFO si;
         p11_token *t;
+        const char *call;
         int stop;
 
-        if (P11_CALL(m, C_GetSlotInfo, slots[i], &si) != CKR_OK ||
-            P11_CALL(m, C_GetTokenInfo, slots[i], &ti) != CKR_OK)
-            continue; /* token went away meanwhile */
+        rv = describe_slot(m, slots[i], &si, &ti, &call);
+        if (rv != CKR_OK) {
+            /* One slot that fails does not end a search over the others. A
+             * token that went away meanwhile is simply not there. */
+            if (seen != NULL && seen->failed_rv == CKR_OK &&
+                rv != CKR_TOKEN_NOT_PRESENT && rv != CKR_DEVICE_REMOVED &&
+                rv != CKR_SLOT_ID_INVALID) {
+                seen->failed_rv = rv;
+                seen->failed_call = call;
+                seen->failed_slot = slots[i];
+            }
+            continue;
+        }
         /* A blank token (SoftHSM2 always offers one; a card reader may hold
          * a blank card) has no objects and refuses sessions with
          * CKR_TOKEN_NOT_RECOGNIZED: never a candidate, and never the reason
@@ -203,6 +243,14 @@ static CK_RV no_match(p11_module *m, const p11_uri *uri, const struct scan_seen 
 {
     char lib[33];
 
+    if (seen->failed_rv != CKR_OK)
+        return p11_fail(
+            seen->failed_rv, seen->failed_call,
+            "no token of module %s matches %s, and slot %lu could not describe "
+            "%s%s",
+            m->path, uri->shown, (unsigned long)seen->failed_slot,
+            strcmp(seen->failed_call, "C_GetSlotInfo") == 0 ? "itself" : "its token",
+            seen->failed_rv == CKR_GENERAL_ERROR ? " (asked twice)" : "");
     if (seen->slots == 0) {
         trim_copy(lib, m->info.libraryDescription, 32);
         return p11_fail(CKR_TOKEN_NOT_PRESENT, "C_GetSlotList",

@@ -5,7 +5,11 @@
 # once after a pause and the signature is made. Two in a row are the answer,
 # reported with the code; the wrong-PIN rule is untouched (one try only).
 #
-#   login_general_error.sh once|twice|pin
+# Token discovery (C_GetSlotInfo, C_GetTokenInfo) gets the same single retry,
+# and a slot that still fails is reported with the module's code, not as a
+# token that is not present.
+#
+#   login_general_error.sh once|twice|pin|discovery_once|discovery_always
 # shellcheck source=lib/testlib.sh
 . "$HSMPROV_TESTS_DIR/lib/testlib.sh"
 
@@ -38,6 +42,21 @@ pin)
     hp_fails openssl pkeyutl -sign -inkey "$key" -rawin -digest sha256 -in "$T/data" -out "$T/sig"
     n=$(grep -c '^C_Login ' "$T/calls.log")
     [ "$n" -eq 1 ] || hp_fail "a rejected PIN offered $n times"
+    ;;
+discovery_once)
+    export P11SHIM_FAIL=C_GetTokenInfo:1:CKR_GENERAL_ERROR
+    hp_ok openssl pkeyutl -sign -inkey "$key" -rawin -digest sha256 -in "$T/data" -out "$T/sig"
+    OPENSSL_CONF=/dev/null hp_ok openssl pkeyutl -verify -pubin -inkey "$T/pub.pem" -rawin \
+        -digest sha256 -in "$T/data" -sigfile "$T/sig"
+    grep -q '^C_GetTokenInfo .* injected' "$T/calls.log" || hp_fail "no failure was injected"
+    ;;
+discovery_always)
+    export P11SHIM_FAIL=C_GetTokenInfo:0:CKR_GENERAL_ERROR
+    hp_fails openssl pkeyutl -sign -inkey "$key" -rawin -digest sha256 -in "$T/data" -out "$T/sig"
+    hp_out_has "C_GetTokenInfo failed with CKR_GENERAL_ERROR" "could not describe its token (asked twice)"
+    hp_out_lacks "CKR_TOKEN_NOT_PRESENT"
+    hp_fails openssl storeutl "pkcs11:token=demo"
+    hp_out_has "C_GetTokenInfo failed with CKR_GENERAL_ERROR"
     ;;
 esac
 echo "PASS: login_general_error $1"
