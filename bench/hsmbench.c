@@ -792,6 +792,7 @@ static void row(const char *section, const char *name, const char *unit, double 
 
 struct sign_alg {
     const char *name;
+    const char *init_name; /* the row of EVP_DigestSignInit_ex alone */
     int key;
     CK_MECHANISM_TYPE mech;
     const char *md; /* NULL: pure EdDSA over the message */
@@ -799,10 +800,10 @@ struct sign_alg {
 };
 
 static const struct sign_alg sign_algs[] = {
-    {"RSA-PKCS1", K_RSA, CKM_RSA_PKCS, "SHA256", RSA_PKCS1_PADDING},
-    {"RSA-PSS", K_RSA, CKM_RSA_PKCS_PSS, "SHA256", RSA_PKCS1_PSS_PADDING},
-    {"ECDSA-P256", K_EC, CKM_ECDSA, "SHA256", 0},
-    {"Ed25519", K_ED, CKM_EDDSA, NULL, 0},
+    {"RSA-PKCS1", "RSA-PKCS1/init", K_RSA, CKM_RSA_PKCS, "SHA256", RSA_PKCS1_PADDING},
+    {"RSA-PSS", "RSA-PSS/init", K_RSA, CKM_RSA_PKCS_PSS, "SHA256", RSA_PKCS1_PSS_PADDING},
+    {"ECDSA-P256", "ECDSA-P256/init", K_EC, CKM_ECDSA, "SHA256", 0},
+    {"Ed25519", "Ed25519/init", K_ED, CKM_EDDSA, NULL, 0},
 };
 #define N_SIGN_ALGS (int)(sizeof(sign_algs) / sizeof(sign_algs[0]))
 
@@ -930,27 +931,51 @@ static int sign_raw(struct worker *w)
     return 1;
 }
 
-/* What a TLS server does per handshake: a fresh context, init, one-shot sign. */
-static int sign_evp(struct worker *w)
+/* A fresh context made ready to sign: what a TLS server does before each
+ * signature, and all of it on the host. */
+static EVP_MD_CTX *sign_evp_init(struct worker *w)
 {
     const struct sign_alg *a = w->c->arg;
-    struct sign_st *st = w->st;
     EVP_PKEY *pk = w->c->path == P_HSMPROV ? keys[a->key].hsm : keys[a->key].soft;
     EVP_MD_CTX *m = EVP_MD_CTX_new();
     EVP_PKEY_CTX *pc = NULL;
+
+    if (m != NULL && EVP_DigestSignInit_ex(m, &pc, a->md, NULL, NULL, pk, NULL) > 0 &&
+        (a->padding == 0 || EVP_PKEY_CTX_set_rsa_padding(pc, a->padding) > 0) &&
+        (a->padding != RSA_PKCS1_PSS_PADDING ||
+         EVP_PKEY_CTX_set_rsa_pss_saltlen(pc, RSA_PSS_SALTLEN_DIGEST) > 0))
+        return m;
+    EVP_MD_CTX_free(m);
+    ossl_err(w->err, ERRLEN, "EVP_DigestSignInit_ex");
+    return NULL;
+}
+
+/* What a TLS server does per handshake: a fresh context, init, one-shot sign. */
+static int sign_evp(struct worker *w)
+{
+    struct sign_st *st = w->st;
+    EVP_MD_CTX *m;
     int ok;
 
     next_msg(st->msg);
     st->siglen = sizeof(st->sig);
-    ok = m != NULL && EVP_DigestSignInit_ex(m, &pc, a->md, NULL, NULL, pk, NULL) > 0 &&
-         (a->padding == 0 || EVP_PKEY_CTX_set_rsa_padding(pc, a->padding) > 0) &&
-         (a->padding != RSA_PKCS1_PSS_PADDING ||
-          EVP_PKEY_CTX_set_rsa_pss_saltlen(pc, RSA_PSS_SALTLEN_DIGEST) > 0) &&
-         EVP_DigestSign(m, st->sig, &st->siglen, st->msg, MSG_LEN) > 0;
+    if ((m = sign_evp_init(w)) == NULL)
+        return 0;
+    ok = EVP_DigestSign(m, st->sig, &st->siglen, st->msg, MSG_LEN) > 0;
     EVP_MD_CTX_free(m);
     if (!ok)
         ossl_err(w->err, ERRLEN, "EVP_DigestSign");
     return ok;
+}
+
+/* The init alone (no signature, no token call): the host's share of
+ * sign_evp that OpenSSL's EVP layer and the provider's context take. */
+static int init_op(struct worker *w)
+{
+    EVP_MD_CTX *m = sign_evp_init(w);
+
+    EVP_MD_CTX_free(m);
+    return m != NULL;
 }
 
 static int sign_op(struct worker *w)
@@ -1022,6 +1047,7 @@ static void sign_teardown(struct worker *w)
 }
 
 static const struct bench_ops sign_ops = {sign_setup, sign_op, sign_teardown};
+static const struct bench_ops init_ops = {sign_setup, init_op, sign_teardown};
 
 static void bench_sign(void)
 {
@@ -1043,6 +1069,30 @@ static void bench_sign(void)
                                &s[p]);
             row("sign", a->name, "ops/s", 1, &sign_ops, args, opt.threads[t], want, s);
         }
+    }
+}
+
+/* The init rows: one thread, the EVP paths only. With the raw limit of the
+ * same algorithm at one thread they bound hsmprov/limit there (the ceiling,
+ * compute_ratios): the raw paths pay no EVP init, a TLS server always does. */
+static void bench_init(void)
+{
+    int i, p;
+
+    fprintf(stderr, "EVP_DigestSignInit_ex alone\n");
+    for (i = 0; i < N_SIGN_ALGS; i++) {
+        const struct sign_alg *a = &sign_algs[i];
+        struct key *k = &keys[a->key];
+        const void *args[N_PATHS] = {a, a, a, a};
+        struct stats s[N_PATHS] = {0};
+        int want[N_PATHS];
+
+        for (p = 0; p < N_PATHS; p++)
+            want[p] = p <= P_RAW_SESSION
+                          ? -1
+                          : plan(a->init_name, p,
+                                 p == P_HSMPROV && !k->hsm ? k->hsm_err : NULL, &s[p]);
+        row("init", a->init_name, "ops/s", 1, &init_ops, args, 1, want, s);
     }
 }
 
@@ -1533,6 +1583,15 @@ static void compute_ratios(void)
         struct result *r = &results[i];
         if (r->path != P_HSMPROV)
             continue;
+        if (strcmp(r->section, "init") == 0) {
+            /* The ceiling: a signature at the raw limit plus this init. */
+            for (j = 0; j < N_SIGN_ALGS; j++)
+                if (strcmp(sign_algs[j].init_name, r->name) == 0)
+                    r->limit = raw_limit(sign_algs[j].name, r->threads);
+            if (r->s.ok && r->limit > 0)
+                r->ratio = 1 / (1 + r->limit / r->s.med);
+            continue;
+        }
         if (strcmp(r->section, "tls") != 0) {
             if (!r->s.ok)
                 continue;
@@ -1615,6 +1674,23 @@ static void print_table(FILE *f)
             fprintf(f, "%-12s %-6s %3d  %-22s %-22s %-22s %-22s %s\n", r->name, r->unit,
                     r->threads, b[0], b[1], b[2], b[3],
                     fmt_ratio(q[0], sizeof(q[0]), h ? h->ratio : 0));
+        }
+    }
+    if (opt.do_sign && find_result(sign_algs[0].init_name, -1, 1) != NULL) {
+        fprintf(f, "\n%-16s %3s  %-22s %-22s %-10s %s\n", "EVP init alone", "thr",
+                "hsmprov", "software", "raw limit", "ceiling");
+        for (i = 0; i < N_SIGN_ALGS; i++) {
+            struct result *h = find_result(sign_algs[i].init_name, P_HSMPROV, 1);
+            struct result *s = find_result(sign_algs[i].init_name, P_SOFTWARE, 1);
+            char lim[32];
+
+            if (h == NULL && s == NULL)
+                continue;
+            snprintf(lim, sizeof(lim), "%.0f", h != NULL ? h->limit : 0);
+            fprintf(f, "%-16s %3d  %-22s %-22s %-10s %s\n", sign_algs[i].init_name, 1,
+                    fmt_cell(b[0], sizeof(b[0]), h), fmt_cell(b[1], sizeof(b[1]), s),
+                    h != NULL && h->limit > 0 ? lim : "n/a",
+                    fmt_ratio(q[0], sizeof(q[0]), h != NULL ? h->ratio : 0));
         }
     }
     if (!opt.do_tls)
@@ -1787,7 +1863,9 @@ static void usage(void)
         "  --threads L            signing thread counts (default 1,2,4,8,16)\n"
         "  --cipher-threads L     cipher thread counts (default 1,2)\n"
         "  --tls-threads L        TLS thread counts (default 1,2,4,8)\n"
-        "  --only LIST            any of sign,cipher,tls (default all)\n"
+        "  --only LIST            any of sign,cipher,tls (default all); sign includes\n"
+        "                         the init rows (NAME/init: EVP_DigestSignInit_ex "
+        "alone)\n"
         "  --algs LIST            only these rows, e.g. ECDSA-P256,TLS13-RSA-2048\n"
         "  --paths LIST           only these paths: "
         "raw-token,raw-session,hsmprov,software\n"
@@ -1903,7 +1981,7 @@ static void parse_args(int argc, char **argv)
     if (opt.quick) {
         /* About one second of measuring in all: every figure still gets its
          * rounds, each a small share of the second (at least 1 ms). */
-        int cells = opt.do_sign * N_SIGN_ALGS * opt.nthreads * N_PATHS +
+        int cells = opt.do_sign * N_SIGN_ALGS * (opt.nthreads * N_PATHS + 2) +
                     opt.do_cipher * N_CIPHER_ALGS * opt.ncthreads * N_PATHS +
                     opt.do_tls * N_TLS_KINDS * opt.ntthreads * 2;
         opt.round_ns = 1000000000LL / ((long long)(cells ? cells : 1) * opt.rounds);
@@ -1962,8 +2040,10 @@ int main(int argc, char **argv)
     for (i = 0; i < N_KEYS; i++)
         if (keys[i].hsm == NULL && hsm_loaded)
             printf("hsmprov key \"%s\" n/a: %s\n", keys[i].label, keys[i].hsm_err);
-    if (opt.do_sign)
+    if (opt.do_sign) {
         bench_sign();
+        bench_init();
+    }
     if (opt.do_cipher)
         bench_cipher();
     if (opt.do_tls)

@@ -116,7 +116,7 @@ esac
 echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) after the run" >>"$out/$name.txt"
 
 if command -v gnuplot >/dev/null; then
-    names=$(awk -F, 'NR > 1 && $1 != "pool" && $6 + 0 > 0 && !seen[$2]++ { printf "%s ", $2 }' "$out/$name.csv")
+    names=$(awk -F, 'NR > 1 && $1 != "pool" && $1 != "init" && $6 + 0 > 0 && !seen[$2]++ { printf "%s ", $2 }' "$out/$name.csv")
     title="hsmbench$([ "$remote" = 0 ] || echo " via p11-kit RPC"): $(nproc) CPUs, $(openssl version | cut -d' ' -f1-2), SoftHSM $(softhsm2-util --version)"
     gnuplot -e "csv='$out/$name.csv'; out='$out/$name.png'; names='$names'; ttl='$title'" \
         "$here/plot.gp"

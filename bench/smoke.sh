@@ -45,6 +45,10 @@ for t in 1 2 4 8; do
         expect sign "$a" software "$t" figure
     done
 done
+for a in RSA-PKCS1 RSA-PSS ECDSA-P256 Ed25519; do
+    expect init "$a/init" hsmprov 1 any
+    expect init "$a/init" software 1 figure
+done
 for t in 1 2; do
     for a in AES-256-GCM AES-256-CBC RSA-OAEP; do
         expect cipher "$a" raw-token "$t" figure
