@@ -111,6 +111,10 @@ version_of() {
     esac
 }
 
+# Other work on the machine skews the figures: say how busy it was.
+date_start=$(date -u '+%Y-%m-%d %H:%M UTC')
+uptime_before=$(cut -d' ' -f1-3 /proc/loadavg)
+
 # ---- the token's signing rate at 16 threads -------------------------------
 # On a token of its own, made as bench/run.sh makes one: the token's speed is
 # what matters, and the servers' token stays untouched by another user.
@@ -225,10 +229,11 @@ server_log() {
     esac
 }
 
-# load PORT NAME SECONDS: one tlsload run; its rate in $rate, failures added
-# to $failed. The client loads no provider of ours (OPENSSL_CONF=/dev/null).
+# load INSTANCE PORT NAME SECONDS: one tlsload run; its rate in $rate,
+# failures added to $failed. The client loads no provider of ours
+# (OPENSSL_CONF=/dev/null).
 load() {
-    local port=$1 name=$2 secs=$3 line re
+    local inst=$1 port=$2 name=$3 secs=$4 line re
     line=$(env OPENSSL_CONF=/dev/null "$TLSLOAD" --port "$port" --sni "$name" \
         --ca "$T/etc/ca.pem" --threads 16 --seconds "$secs" --tls 1.3) ||
         hp_fail "tlsload did not run against $name on port $port"
@@ -236,7 +241,7 @@ load() {
     [[ $line =~ $re ]] || hp_fail "unexpected output from tlsload: $line"
     rate=${BASH_REMATCH[4]}
     failed=$((failed + BASH_REMATCH[2]))
-    echo "  $name port $port: $line"
+    printf '  %-8s %-8s port %-5s %s\n' "$inst" "$name" "$port" "$line"
 }
 
 run_server() {
@@ -255,9 +260,9 @@ run_server() {
         hp_step "$server $name: $rounds rounds of $seconds s, 16 threads, token and software in turn"
         if [ "$warm" != 0 ]; then
             failed=0
-            load "$tport" "$name" "$warm"
+            load token "$tport" "$name" "$warm"
             ftok=$failed failed=0
-            load "$sport" "$name" "$warm"
+            load software "$sport" "$name" "$warm"
             fsoft=$failed
         fi
         for r in $(seq "$rounds"); do
@@ -266,10 +271,10 @@ run_server() {
             for inst in $([ $((r % 2)) = 1 ] && echo "token software" || echo "software token"); do
                 failed=0
                 if [ "$inst" = token ]; then
-                    load "$tport" "$name" "$seconds"
+                    load token "$tport" "$name" "$seconds"
                     tok+="$rate " ftok=$((ftok + failed))
                 else
-                    load "$sport" "$name" "$seconds"
+                    load software "$sport" "$name" "$seconds"
                     soft+="$rate " fsoft=$((fsoft + failed))
                 fi
             done
@@ -287,7 +292,6 @@ run_server() {
     HP_PIDS=()
 }
 
-uptime_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for spec in apache:apache2:www-data nginx:nginx:www-data haproxy:haproxy:haproxy; do
     IFS=: read -r server binname group <<<"$spec"
     bin=$(server_bin "$binname")
@@ -313,7 +317,7 @@ s_soft_rsa=$(sign_rate RSA-PSS software)
 
 cmd="bench/servers.sh${args[*]:+ ${args[*]}}"
 {
-    echo "date:     $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "date:     $date_start"
     echo "load:     $uptime_before (1, 5, 15 min) before the run"
     echo "load:     $uptime_after (1, 5, 15 min) after the run"
     echo "machine:  $(nproc) CPUs, $(grep -m1 '^model name' /proc/cpuinfo | sed 's/.*: //'), $(uname -sr)"
