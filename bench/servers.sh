@@ -152,7 +152,8 @@ done
 # ---- the servers ------------------------------------------------------------
 results=$btmp/results # server key rate-lists and failures, one row per (server, key)
 : >"$results"
-skipped=() versions=() failed_total=0
+skipped=() versions=() logs_kept=() failed_total=0
+rm -f "$out"/servers-*-token.log "$out"/servers-*-software.log
 
 # make_software_instance: $T/sw, the second instance's tree: the same page,
 # software keys of the token keys' kinds, certificates for the same names
@@ -246,7 +247,7 @@ load() {
 
 run_server() {
     local server=$1 bin=$2 group=$3 tport tpid sport spid kind name r inst
-    local tok soft ftok fsoft rate failed
+    local tok soft ftok fsoft rate failed fserver=0
     hs_setup "$group"
     trap bench_cleanup EXIT
     make_software_instance
@@ -281,10 +282,20 @@ run_server() {
         done
         echo "$server $kind $ftok $fsoft ${tok% };${soft% }" >>"$results"
         failed_total=$((failed_total + ftok + fsoft))
+        fserver=$((fserver + ftok + fsoft))
     done
     hp_step "$server: SIGTERM to both instances, every process gone within 15 s"
     kill -TERM "$spid" 2>/dev/null || hp_fail "the software instance (pid $spid) is not running"
     hs_stop "$tpid"
+    if [ "$fserver" != 0 ]; then
+        # The servers' own account of the failures outlives their directory.
+        cp "$(server_log "$server" "$T")" "$out/servers-$server-token.log"
+        cp "$(server_log "$server" "$T/sw")" "$out/servers-$server-software.log"
+        echo "$server: $fserver failed handshakes; server logs kept in" \
+            "$out/servers-$server-{token,software}.log; their last lines:"
+        tail -n 20 "$out/servers-$server-token.log" "$out/servers-$server-software.log"
+        logs_kept+=("$out/servers-$server-token.log" "$out/servers-$server-software.log")
+    fi
     hs_no_crash "$(server_log "$server" "$T")"
     hs_no_crash "$(server_log "$server" "$T/sw")"
     hs_cleanup
@@ -382,6 +393,7 @@ done <"$results" >>"$btmp/table"
         echo "failed handshakes: 0"
     else
         echo "FAILED HANDSHAKES: $failed_total (see the tlsload messages above; every figure is suspect)"
+        echo "server logs: ${logs_kept[*]}"
     fi
     echo
     echo "hsmbench, signing at 16 threads:"
