@@ -13,10 +13,13 @@
 #                            (openssl.cnf from conf/openssl.cnf, the PIN file,
 #                            certificates, key files); $T/www, $T/run, $T/log;
 #                            HS_ENV: the `env ...` prefix that runs the server
+#   hs_cert KEY NAME OUT     OUT: a certificate for NAME with KEY (URI or
+#                            key file), issued by the test CA
 #   hs_uri_pem URI FILE      FILE: the URI as a key file (PEM "PKCS#11
 #                            PROVIDER URI") for servers that only read files
-#   hs_example FILE OUT      the conf/servers/ example FILE with this test's
-#                            paths and port ($HS_PORT, a free port)
+#   hs_example FILE OUT      the conf/servers/ example FILE (from
+#                            $HS_EXAMPLES) with this test's paths and port
+#                            ($HS_PORT, a free port)
 #   hs_start FILE OUT PIDFILE CMD...   start the server (see below)
 #   hs_load N [TAG]          N fresh handshakes, 16 at a time: TLS 1.3 and 1.2
 #                            alternately, to ec.test and rsa.test by name
@@ -30,6 +33,11 @@
 #
 # The server processes are found by their configuration path (inside $T) and
 # killed on exit if anything is left: no server outlives its test.
+#
+# HS_DIR (default $T) is where hs_example and hs_start put the instance's
+# etc/, www/, run/ and log/: a directory inside $T holds a second instance of
+# a server beside the first (bench/servers.sh). The token, its softhsm2.conf
+# and HS_ENV stay those of $T.
 
 . "$HSMPROV_TESTS_DIR/lib/testlib.sh"
 
@@ -110,22 +118,30 @@ hs_setup() {
             "ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:detect_odr_violation=0")
     fi
 
-    local ca="pkcs11:token=tls;object=ca;type=private" name obj
+    local obj
     hp_step "test CA (key in the token) and certificates for ec.test and rsa.test"
-    hp_ok openssl req -new -x509 -key "$ca" -subj "/CN=hsmprov test CA" -days 30 \
+    hp_ok openssl req -new -x509 -key "$HS_CA_KEY" -subj "/CN=hsmprov test CA" -days 30 \
         -addext "basicConstraints=critical,CA:TRUE" \
         -addext "keyUsage=critical,keyCertSign,cRLSign" -out "$T/etc/ca.pem"
     for obj in ec rsa; do
-        name=$obj.test
-        hp_ok openssl req -new -key "pkcs11:token=tls;object=$obj;type=private" \
-            -subj "/CN=$name" -out "$T/$obj.csr"
-        printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth\n' "$name" >"$T/$obj.ext"
-        hp_ok openssl x509 -req -in "$T/$obj.csr" -CA "$T/etc/ca.pem" -CAkey "$ca" \
-            -set_serial "0x$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" -days 30 \
-            -extfile "$T/$obj.ext" -out "$T/etc/$obj-cert.pem"
-        hp_ok openssl verify -CAfile "$T/etc/ca.pem" "$T/etc/$obj-cert.pem"
+        hs_cert "pkcs11:token=tls;object=$obj;type=private" "$obj.test" "$T/etc/$obj-cert.pem"
     done
     chmod 644 "$T"/etc/*.pem
+}
+
+HS_CA_KEY="pkcs11:token=tls;object=ca;type=private"
+
+# hs_cert KEY NAME OUT: OUT, a server certificate for NAME (subject and DNS
+# name) with KEY (a pkcs11: URI or a key file), issued by the test CA.
+hs_cert() {
+    local key=$1 name=$2 out=$3
+    hp_ok openssl req -new -key "$key" -subj "/CN=$name" -out "$out.csr"
+    printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth\n' "$name" >"$out.ext"
+    hp_ok openssl x509 -req -in "$out.csr" -CA "$T/etc/ca.pem" -CAkey "$HS_CA_KEY" \
+        -set_serial "0x$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" -days 30 \
+        -extfile "$out.ext" -out "$out"
+    rm -f "$out.csr" "$out.ext"
+    hp_ok openssl verify -CAfile "$T/etc/ca.pem" "$out"
 }
 
 hs_uri_pem() {
@@ -156,12 +172,12 @@ hs_free_port() {
 }
 
 hs_example() {
-    local file=$1 out=$2
-    [ -f "$HS_EXAMPLES/$file" ] || hp_fail "no example conf/servers/$file"
-    sed -e "s|/etc/hsmprov/|$T/etc/|g" \
-        -e "s|/var/www/hsmprov|$T/www|g" \
-        -e "s|/run/hsmprov|$T/run|g" \
-        -e "s|/var/log/hsmprov|$T/log|g" \
+    local file=$1 out=$2 d=${HS_DIR:-$T}
+    [ -f "$HS_EXAMPLES/$file" ] || hp_fail "no example $HS_EXAMPLES/$file"
+    sed -e "s|/etc/hsmprov/|$d/etc/|g" \
+        -e "s|/var/www/hsmprov|$d/www|g" \
+        -e "s|/run/hsmprov|$d/run|g" \
+        -e "s|/var/log/hsmprov|$d/log|g" \
         -e "s|/etc/softhsm/softhsm2.conf|$T/softhsm2.conf|g" \
         -e "s|/usr/lib/softhsm/libsofthsm2.so|$SOFTHSM2_MODULE|g" \
         -e "s|443|$HS_PORT|g" \
@@ -248,18 +264,19 @@ hs_stop() {
 }
 
 # hs_start EXAMPLE CONF PIDFILE COMMAND...: CONF made from EXAMPLE for a
-# free port, then COMMAND (the server in the foreground) under `timeout`,
-# output in $T/log/stdout; returns once the pid file names a live process
+# free port, then COMMAND (the server in the foreground) under `timeout`
+# (HS_TIMEOUT seconds, default 400),
+# output in $HS_DIR/log/stdout; returns once the pid file names a live process
 # ($HS_PID) and the port answers. A port taken meanwhile by someone else
 # (the server cannot bind it) means another port, up to 5 times.
 hs_start() {
-    local example=$1 conf=$2 pidfile=$3 try wrapper
+    local example=$1 conf=$2 pidfile=$3 try wrapper d=${HS_DIR:-$T}
     shift 3
     for try in 1 2 3 4 5; do
         hs_free_port
         hs_example "$example" "$conf"
         rm -f "$pidfile"
-        timeout 400 "$@" >"$T/log/stdout" 2>&1 </dev/null &
+        timeout "${HS_TIMEOUT:-400}" "$@" >"$d/log/stdout" 2>&1 </dev/null &
         wrapper=$!
         if hs_wait_pidfile "$pidfile" "$wrapper" && hs_wait_port; then
             HP_PIDS+=("$wrapper")
@@ -268,11 +285,11 @@ hs_start() {
         fi
         kill "$wrapper" 2>/dev/null || true
         wait "$wrapper" 2>/dev/null || true
-        cat "$T"/log/* >&2 2>/dev/null || true
-        grep -qiE 'already in use|could not bind|cannot bind|bind\(\)' "$T"/log/* 2>/dev/null ||
+        cat "$d"/log/* >&2 2>/dev/null || true
+        grep -qiE 'already in use|could not bind|cannot bind|bind\(\)' "$d"/log/* 2>/dev/null ||
             hp_fail "the server did not start"
         echo "port $HS_PORT taken meanwhile; another"
-        rm -f "$T"/log/*
+        rm -f "$d"/log/*
     done
     hp_fail "the server did not start: no free port"
 }
