@@ -32,8 +32,9 @@ done
 log=$T/log/nginx-error.log
 
 # The example with the worker header (the sed after hs_example's own).
-example=nginx-restarts.conf
+example="nginx-restarts.conf"
 cp "$HS_EXAMPLES/nginx.conf" "$T/$example"
+# shellcheck disable=SC2016 # $pid is nginx's
 sed -i 's|^\(\s*\)ssl_certificate_key \(.*\)$|&\n\1add_header X-Hsmprov-Worker $pid always;|' \
     "$T/$example"
 [ "$(grep -c 'X-Hsmprov-Worker' "$T/$example")" -eq 2 ] ||
@@ -71,6 +72,7 @@ for n in $(seq "$starts"); do
     hs_start "$example" "$conf" "$T/run/nginx.pid" \
         "${HS_ENV[@]}" "$nginx" -e "$log" -c "$conf" -g 'daemon off;' >/dev/null
     export HS_PORT
+    # shellcheck disable=SC2016
     seq 0 $((burst - 1)) | xargs -P"$burst" -n1 bash -c 'first_one "$1"' _ >"$T/first-$n.txt" 2>&1
     ok=$(grep -c '^ok ' "$T/first-$n.txt" || true)
     workers=$(sed -n 's/^ok .* worker=\([0-9]*\)$/\1/p' "$T/first-$n.txt" | sort -u | wc -l)

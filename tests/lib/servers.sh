@@ -259,7 +259,7 @@ hs_start() {
         hs_free_port
         hs_example "$example" "$conf"
         rm -f "$pidfile"
-        timeout 400 "$@" >"$T/log/stdout" 2>&1 </dev/null &
+        timeout "${HS_SERVER_TIMEOUT:-400}" "$@" >"$T/log/stdout" 2>&1 </dev/null &
         wrapper=$!
         if hs_wait_pidfile "$pidfile" "$wrapper" && hs_wait_port; then
             HP_PIDS+=("$wrapper")
