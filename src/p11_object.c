@@ -344,6 +344,7 @@ CK_RV p11_key_load(p11_token *t, CK_OBJECT_HANDLE o, p11_key **out)
     atomic_init(&k->epoch, atomic_load(&t->epoch));
     atomic_init(&k->checked_ms, monotonic_ms()); /* read from the token just now */
     atomic_init(&k->gone, 0);
+    atomic_init(&k->uses, 0);
     rv = p11_read_ulong(t, o, CKA_CLASS, &k->cls);
     if (rv == CKR_OK)
         rv = p11_read_ulong(t, o, CKA_KEY_TYPE, &k->type);
@@ -389,6 +390,9 @@ CK_OBJECT_HANDLE p11_key_private_handle(p11_key *k)
         return atomic_load(&k->copy);
     if (!t->m->cache_keys || atomic_load(&k->copy_refused) ||
         k->priv == CK_INVALID_HANDLE)
+        return k->priv;
+    /* The first use is with the token object (p11_key.uses). */
+    if (atomic_fetch_add(&k->uses, 1) == 0)
         return k->priv;
     pthread_mutex_lock(&k->refind_lock);
     /* Never a copy of a deleted key's handle, which may name another object. */

@@ -26,6 +26,13 @@ typedef struct p11_key {
     _Atomic CK_OBJECT_HANDLE copy;
     atomic_uint copy_gen, copy_epoch;
     atomic_int copy_refused; /* the token would not copy it: do not ask again */
+    /* Uses of the private key so far: the copy is made at the second. A key
+     * used once (a server that reads its key file at every handshake, a
+     * command that signs once) signs with the token object: a copy would
+     * cost a C_CopyObject and a C_DestroyObject, and SoftHSM2 keeps what a
+     * session object took until C_Finalize, destroyed or not (about 250
+     * bytes a copy), so a copy per load grew such a server for good. */
+    atomic_uint uses;
     /* The copy outlives the token object: deleting the key from the token
      * does not stop a running process from signing with it. So the private
      * object is confirmed present every m->key_check_ms (p11_key_check):

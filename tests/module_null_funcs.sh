@@ -39,8 +39,14 @@ required)
     ;;
 copy_object)
     hp_step "C_CopyObject missing: signatures use the token object itself"
+    # A key used once signs with the token object anyway: no copy asked for.
     P11SHIM_NULL_FUNCS=C_CopyObject HSMPROV_DEBUG=1 hp_ok sign
-    hp_out_has "C_CopyObject -> CKR_FUNCTION_NOT_SUPPORTED" "C_Sign -> CKR_OK"
+    hp_out_has "C_Sign -> CKR_OK"
+    hp_out_lacks "C_CopyObject -> CKR_OK"
+    # A key used again asks for its copy, is refused, and signs on.
+    P11SHIM_NULL_FUNCS=C_CopyObject HSMPROV_DEBUG=1 hp_ok \
+        "$HSMPROV_BUILD_DIR/tests/thread_sign" -t 1 -n 4 threads "$key"
+    hp_out_has "C_CopyObject -> CKR_FUNCTION_NOT_SUPPORTED" "C_Sign -> CKR_OK" "PASS"
     hp_out_lacks "C_CopyObject -> CKR_OK"
     hp_pubout "pkcs11:token=demo;object=ec;type=public" "$T/ec.pub"
     hp_ok openssl pkeyutl -verify -pubin -inkey "$T/ec.pub" -in "$T/msg.hash" -sigfile "$T/sig"
