@@ -442,10 +442,10 @@ CK_RV p11_module_load(const char *path, const p11_module_settings *settings,
     if (rv != CKR_OK)
         goto err;
     find_session_cancel(m);
-    m->sigpipe_guard = !p11_module_is_local(path);
+    m->local = p11_module_is_local(path);
     p11_debug("loaded %s%s; SIGPIPE guard %s", path,
               m->session_cancel ? " (has C_SessionCancel)" : "",
-              m->sigpipe_guard ? "on" : "off (a local software token)");
+              m->local ? "off (a local software token)" : "on");
     remember_loaded(m, 1);
     *out = m;
     return CKR_OK;
@@ -581,7 +581,11 @@ int p11_module_lost(p11_module *m, CK_SLOT_ID slot, unsigned gen)
     long long now;
     CK_RV rv;
 
-    if (m->fl == NULL || p11_process_exiting())
+    /* SoftHSM2 answers CKR_SLOT_ID_INVALID and CKR_GENERAL_ERROR for a
+     * moment while another process rewrites its token files (workers
+     * logging in together); finalising and starting it again then fails
+     * too and would cost every call of the back-off. */
+    if (m->fl == NULL || p11_process_exiting() || m->local)
         return 0;
     if (!atomic_load(&m->ready))
         return atomic_load(&m->lost);

@@ -36,7 +36,10 @@ typedef struct p11_module {
     const struct p11_token_hooks *token_hooks;
     /* PKCS#11 3.0 C_SessionCancel, when the module offers it (C_GetInterface). */
     CK_RV (*session_cancel)(CK_SESSION_HANDLE, CK_FLAGS);
-    int sigpipe_guard; /* the module may write to a socket: p11_sigpipe_block */
+    /* A software token whose tokens are local files (p11_module_is_local):
+     * it writes to no socket (no SIGPIPE guard) and has no connection to
+     * lose (never re-initialised as lost: p11_module_lost). */
+    int local;
     /* Calls into the module running now, on any thread: the exit handler
      * finalises the module only once none is left (PKCS#11 leaves
      * C_Finalize during other calls undefined). */
@@ -146,7 +149,7 @@ int p11_call_refuse(p11_module *m, const char *fn, int missing);
  * kills a process that does not ignore it. Around the outermost call on a
  * thread SIGPIPE is blocked, and one the call raised is consumed before the
  * mask is restored; the module sees EPIPE and answers with an error. Done for
- * every module (m->sigpipe_guard) but the software tokens known to keep
+ * every module but the software tokens known to keep
  * their store in local files (p11_module_is_local). */
 void p11_sigpipe_block(void);
 /* The pause before the one retry of a passing fault (CKR_GENERAL_ERROR from a
@@ -165,7 +168,7 @@ static inline int p11_call_enter(p11_module *m, const char *fn, int missing)
     atomic_fetch_add(&m->inflight, 1);
     if (__builtin_expect(missing || atomic_load(&p11_exiting), 0))
         return p11_call_refuse(m, fn, missing);
-    if (p11_call_depth++ == 0 && m->sigpipe_guard)
+    if (p11_call_depth++ == 0 && !m->local)
         p11_sigpipe_block();
     p11_err_mark();
     return 0;

@@ -67,6 +67,11 @@ p11_action p11_recover_action(p11_token *t, CK_RV rv, unsigned mgen)
 {
     p11_action a = p11_recover_classify(rv);
 
+    /* A local software token's slot does not go away: an invalid slot is
+     * its file store read mid-rewrite, a passing fault. */
+    if (rv == CKR_SLOT_ID_INVALID && t != NULL && t->m != NULL && t->m->local)
+        return P11_ACT_TRANSIENT;
+
     if (t == NULL || t->m == NULL || t->m->fl == NULL ||
         (a != P11_ACT_TOKEN_GONE && rv != CKR_GENERAL_ERROR && rv != CKR_SLOT_ID_INVALID))
         return a;

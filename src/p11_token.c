@@ -124,9 +124,10 @@ struct scan_seen {
     CK_SLOT_ID failed_slot;
 };
 
-/* The slot's and its token's descriptions. A passing fault (CKR_GENERAL_ERROR:
- * SoftHSM2 reading its token file while another process's login rewrites it,
- * as when a server's workers start together) is asked again once after a
+/* The slot's and its token's descriptions. A passing fault (CKR_GENERAL_ERROR,
+ * or CKR_SLOT_ID_INVALID for a slot the module listed a moment ago: SoftHSM2
+ * reading its token files while another process's login rewrites them, as
+ * when a server's workers start together) is asked again once after a
  * pause, as the recovery policy does with later calls. */
 static CK_RV describe_slot(p11_module *m, CK_SLOT_ID slot, CK_SLOT_INFO *si,
                            CK_TOKEN_INFO *ti, const char **call)
@@ -140,10 +141,10 @@ static CK_RV describe_slot(p11_module *m, CK_SLOT_ID slot, CK_SLOT_INFO *si,
             *call = "C_GetTokenInfo";
             rv = P11_CALL(m, C_GetTokenInfo, slot, ti);
         }
-        if (rv != CKR_GENERAL_ERROR || attempt > 0)
+        if ((rv != CKR_GENERAL_ERROR && rv != CKR_SLOT_ID_INVALID) || attempt > 0)
             return rv;
-        p11_debug("slot %lu: %s answered CKR_GENERAL_ERROR; asking again",
-                  (unsigned long)slot, *call);
+        p11_debug("slot %lu: %s answered %s; asking again", (unsigned long)slot, *call,
+                  p11_rv_name(rv));
         p11_transient_pause();
     }
 }

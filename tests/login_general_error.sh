@@ -9,7 +9,8 @@
 # and a slot that still fails is reported with the module's code, not as a
 # token that is not present.
 #
-#   login_general_error.sh once|twice|pin|discovery_once|discovery_always
+#   login_general_error.sh once|twice|pin|discovery_once|discovery_always|
+#                          discovery_slot_invalid_once
 # shellcheck source=lib/testlib.sh
 . "$HSMPROV_TESTS_DIR/lib/testlib.sh"
 
@@ -45,6 +46,14 @@ pin)
     ;;
 discovery_once)
     export P11SHIM_FAIL=C_GetTokenInfo:1:CKR_GENERAL_ERROR
+    hp_ok openssl pkeyutl -sign -inkey "$key" -rawin -digest sha256 -in "$T/data" -out "$T/sig"
+    OPENSSL_CONF=/dev/null hp_ok openssl pkeyutl -verify -pubin -inkey "$T/pub.pem" -rawin \
+        -digest sha256 -in "$T/data" -sigfile "$T/sig"
+    grep -q '^C_GetTokenInfo .* injected' "$T/calls.log" || hp_fail "no failure was injected"
+    ;;
+discovery_slot_invalid_once)
+    # A slot listed a moment ago and then said invalid: asked again.
+    export P11SHIM_FAIL=C_GetTokenInfo:1:CKR_SLOT_ID_INVALID
     hp_ok openssl pkeyutl -sign -inkey "$key" -rawin -digest sha256 -in "$T/data" -out "$T/sig"
     OPENSSL_CONF=/dev/null hp_ok openssl pkeyutl -verify -pubin -inkey "$T/pub.pem" -rawin \
         -digest sha256 -in "$T/data" -sigfile "$T/sig"

@@ -276,6 +276,33 @@ static void transient(void)
     }
 }
 
+/* A local software token (SoftHSM2, softokn) answers CKR_SLOT_ID_INVALID for
+ * a moment while another process rewrites its files: a passing fault, retried
+ * once, never a module to start again. From any other module the answer
+ * stands here (with a module behind it, p11_recover_action asks it whether
+ * its connection was lost). */
+static void local_slot(void)
+{
+    p11_recovery r = P11_RECOVERY_INIT;
+    p11_token *t = fresh_token();
+
+    mod.local = 1;
+    CHECK(p11_recover_action(t, CKR_SLOT_ID_INVALID, 0) == P11_ACT_TRANSIENT,
+          "invalid slot of a local token not seen as passing");
+    CHECK(p11_module_lost(&mod, 0, 0) == 0, "a local module declared lost");
+    step_failed(CKR_SLOT_ID_INVALID);
+    CHECK(p11_recover(&r, t, NULL, CKR_SLOT_ID_INVALID) == P11_RETRY,
+          "a passing invalid slot not retried");
+    CHECK(epoch() == 7 && atomic_load(&t->login_gen) == 1, "a loss declared");
+    step_failed(CKR_SLOT_ID_INVALID);
+    CHECK(p11_recover(&r, t, NULL, CKR_SLOT_ID_INVALID) == P11_DONE,
+          "a second invalid slot retried");
+    CHECK(failure_is("C_SignInit", CKR_SLOT_ID_INVALID), "the step's failure lost");
+    mod.local = 0;
+    CHECK(p11_recover_action(t, CKR_SLOT_ID_INVALID, 0) == P11_ACT_NONE,
+          "invalid slot of another module taken as passing");
+}
+
 /* Answers no recovery mends: CKR_PIN_INCORRECT (never retried: repeats lock
  * tokens), CKR_PIN_LOCKED, a vendor code, hsmprov's own codes, plain errors.
  * Nothing is declared, the token is not even looked at. */
@@ -389,6 +416,7 @@ static const struct {
     {"object_epoch", object_epoch},
     {"token_gone", token_gone},
     {"transient", transient},
+    {"local_slot", local_slot},
     {"final", final},
     {"ok", ok},
     {"budget", budget},
