@@ -194,7 +194,8 @@ static CK_RV check_free(p11_token *t, const p11_keygen_spec *s)
 
 #define ATTR(type, var) ((CK_ATTRIBUTE){(type), &(var), sizeof(var)})
 
-static CK_RV generate(p11_token *t, const p11_keygen_spec *s, CK_OBJECT_HANDLE *priv)
+static CK_RV generate(p11_token *t, const p11_keygen_spec *s, CK_OBJECT_HANDLE *priv,
+                      CK_OBJECT_HANDLE *hpub)
 {
     static const unsigned char f4[] = {0x01, 0x00, 0x01};
     CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
@@ -206,7 +207,6 @@ static CK_RV generate(p11_token *t, const p11_keygen_spec *s, CK_OBJECT_HANDLE *
     CK_MECHANISM mech = {mechanism(s->type), NULL, 0};
     CK_ATTRIBUTE pub[12], prv[12]; /* at most 11 each */
     CK_ULONG np = 0, nv = 0;
-    CK_OBJECT_HANDLE hpub = CK_INVALID_HANDLE;
     p11_recovery r = P11_RECOVERY_INIT;
     p11_lease l = P11_LEASE_INIT;
     CK_RV rv;
@@ -251,7 +251,7 @@ static CK_RV generate(p11_token *t, const p11_keygen_spec *s, CK_OBJECT_HANDLE *
         rv = p11_lease_acquire(t->pool, &l);
         if (rv != CKR_OK)
             break;
-        rv = P11_CALL(t->m, C_GenerateKeyPair, l.h, &mech, pub, np, prv, nv, &hpub, priv);
+        rv = P11_CALL(t->m, C_GenerateKeyPair, l.h, &mech, pub, np, prv, nv, hpub, priv);
         if (rv != CKR_OK) {
             char *name = shown(t, s->label, s->label_len, s->id, s->id_len);
             const char *why =
@@ -375,7 +375,7 @@ CK_RV p11_keygen(p11_token *t, const p11_keygen_spec *in, p11_key **out)
     unsigned char chosen[P11_KEYGEN_ID_LEN];
     p11_keygen_spec s = *in;
     struct reservation res = {t, &s, NULL};
-    CK_OBJECT_HANDLE priv = CK_INVALID_HANDLE;
+    CK_OBJECT_HANDLE priv = CK_INVALID_HANDLE, hpub = CK_INVALID_HANDLE;
     p11_key *k = NULL;
     CK_RV rv;
 
@@ -408,9 +408,13 @@ CK_RV p11_keygen(p11_token *t, const p11_keygen_spec *in, p11_key **out)
         unreserve(&res);
         return rv;
     }
-    rv = generate(t, &s, &priv);
+    rv = generate(t, &s, &priv, &hpub);
     if (rv == CKR_OK) {
-        rv = p11_key_load(t, priv, &k);
+        /* With the public handle the token just gave: a search for it may
+         * miss it while other threads' new objects are being written
+         * (SoftHSM2 reindexes its token directory), which would cost the
+         * new pair. */
+        rv = p11_key_load_pair(t, priv, hpub, &k);
         if (rv == CKR_OK)
             rv = check_made(t, k);
         if (rv != CKR_OK) {

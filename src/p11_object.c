@@ -330,6 +330,12 @@ int p11_key_allows(const p11_key *k, CK_MECHANISM_TYPE mech)
 
 CK_RV p11_key_load(p11_token *t, CK_OBJECT_HANDLE o, p11_key **out)
 {
+    return p11_key_load_pair(t, o, CK_INVALID_HANDLE, out);
+}
+
+CK_RV p11_key_load_pair(p11_token *t, CK_OBJECT_HANDLE o, CK_OBJECT_HANDLE pub,
+                        p11_key **out)
+{
     p11_key *k = calloc(1, sizeof(*k));
     CK_ULONG len;
     CK_RV rv;
@@ -362,7 +368,7 @@ CK_RV p11_key_load(p11_token *t, CK_OBJECT_HANDLE o, p11_key **out)
     }
     if (k->cls == CKO_PRIVATE_KEY) {
         k->priv = o;
-        k->pub = find_public(k);
+        k->pub = pub != CK_INVALID_HANDLE ? pub : find_public(k);
         read_restrictions(k);
     } else {
         k->priv = CK_INVALID_HANDLE;

@@ -74,6 +74,10 @@ int p11_key_allows(const p11_key *k, CK_MECHANISM_TYPE mech);
 /* A key record for the object o (a private or public key), with its public
  * parts; refs starts at 1. */
 CK_RV p11_key_load(p11_token *t, CK_OBJECT_HANDLE o, p11_key **out);
+/* The same for a private key o whose public key object is known (pub, from
+ * C_GenerateKeyPair), instead of searching for it by CKA_ID. */
+CK_RV p11_key_load_pair(p11_token *t, CK_OBJECT_HANDLE o, CK_OBJECT_HANDLE pub,
+                        p11_key **out);
 void p11_key_up(p11_key *k);
 void p11_key_free(p11_key *k);
 /* The handle to use for a private-key operation: the session copy when
