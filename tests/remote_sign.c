@@ -132,10 +132,18 @@ static void back_again(const char *when, unsigned secs)
     }
     printf("%s: signing again after %.0f ms (%lu failed meanwhile)\n", when,
            ct_now_ms() - t0, f1 - f0);
-    window(1000, &ok, &failed);
-    printf("%s, the next second: %lu signatures, %lu failed\n", when, ok, failed);
-    if (ok == 0 || failed != 0)
-        ct_fail("%s: signing is not steady again (last error: %s)", when, last_error());
+    /* Threads that were inside the client when the connection dropped may
+     * come back with its failure a little later, the more so in a sanitizer
+     * build on a loaded machine: one of the next three seconds must be
+     * clean. */
+    for (int second = 1; second <= 3; second++) {
+        window(1000, &ok, &failed);
+        printf("%s, second %d after: %lu signatures, %lu failed\n", when, second, ok,
+               failed);
+        if (ok > 0 && failed == 0)
+            return;
+    }
+    ct_fail("%s: signing is not steady again (last error: %s)", when, last_error());
 }
 
 int main(int argc, char **argv)
