@@ -222,18 +222,6 @@ void p11_debug(const char *fmt, ...)
     fprintf(stderr, "hsmprov: %s\n", line);
 }
 
-/* Whether p11_sigpipe_block() blocked SIGPIPE, and the mask it replaced. */
-static _Thread_local int sigpipe_blocked;
-static _Thread_local sigset_t sigpipe_saved;
-
-/* Three system calls per outermost module call (block, consume, restore).
- * On a virtual machine with SoftHSM2, where a P-256 signature costs about
- * 45 us in the token, they cost 12% of hsmprov's signing rate at one thread
- * (bench/README.md): hence no guard for the local software tokens. Any other
- * module is guarded: one behind p11-kit's proxy may be a remote one, and a
- * vendor's client library may talk to its HSM over the network. A module
- * that reconnects by itself may succeed after the write that raised
- * SIGPIPE, so the check runs whatever the call answered. */
 void p11_transient_pause(void)
 {
     struct timespec pause = {0, 20 * 1000 * 1000};
@@ -259,6 +247,18 @@ int p11_module_is_local(const char *path)
     return is;
 }
 
+/* Whether p11_sigpipe_block() blocked SIGPIPE, and the mask it replaced. */
+static _Thread_local int sigpipe_blocked;
+static _Thread_local sigset_t sigpipe_saved;
+
+/* Three system calls per outermost module call (block, consume, restore).
+ * On a virtual machine with SoftHSM2, where a P-256 signature costs about
+ * 45 us in the token, they cost 13% of hsmprov's signing rate at one thread
+ * (bench/README.md): hence no guard for the local software tokens. Any other
+ * module is guarded: one behind p11-kit's proxy may be a remote one, and a
+ * vendor's client library may talk to its HSM over the network. A module
+ * that reconnects by itself may succeed after the write that raised
+ * SIGPIPE, so the check runs whatever the call answered. */
 void p11_sigpipe_block(void)
 {
     sigset_t pipe;
