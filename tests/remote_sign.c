@@ -202,8 +202,14 @@ int main(int argc, char **argv)
     window(1000, &ok, &failed);
     printf("server away: %lu signatures, %lu failed; last error: %s\n", ok, failed,
            last_error());
-    if (failed == 0)
-        ct_fail("server away: no signature failed");
+    if (ok > 0)
+        ct_fail("server away: %lu signatures worked", ok);
+    else if (failed == 0)
+        /* No thread came back within the second: all were inside the
+         * client's call (the p11-kit 0.24 hang above, or its wait for the
+         * dead stream). Not a wrong answer; the start-server step then
+         * shows whether signing recovers. */
+        printf("note: server away: no call came back within the second\n");
     else if (strstr(last_error(), "CKR_") == NULL)
         ct_fail("server away: the error does not name a CKR_ code: %s", last_error());
 
