@@ -194,6 +194,9 @@ static CK_RV check_free(p11_token *t, const p11_keygen_spec *s)
 
 #define ATTR(type, var) ((CK_ATTRIBUTE){(type), &(var), sizeof(var)})
 
+static void destroy_pair(p11_token *t, const char *label, size_t label_len,
+                         const unsigned char *id, size_t id_len);
+
 static CK_RV generate(p11_token *t, const p11_keygen_spec *s, CK_OBJECT_HANDLE *priv,
                       CK_OBJECT_HANDLE *hpub)
 {
@@ -245,9 +248,12 @@ static CK_RV generate(p11_token *t, const p11_keygen_spec *s, CK_OBJECT_HANDLE *
         pub[np++] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *)s->ec_params, s->ec_params_len};
     }
     /* A lost session or login is mended and the call made again: a call
-     * refused for either made nothing. */
-    r.allow = P11_ALLOW(P11_ACT_SESSION) | P11_ALLOW(P11_ACT_LOGIN);
-    do {
+     * refused for either made nothing. A passing general error (SoftHSM2
+     * while other threads' new objects are written) may have left half a
+     * pair: it is destroyed before the one retry. */
+    r.allow = P11_ALLOW(P11_ACT_SESSION) | P11_ALLOW(P11_ACT_LOGIN) |
+              P11_ALLOW(P11_ACT_TRANSIENT);
+    for (;;) {
         rv = p11_lease_acquire(t->pool, &l);
         if (rv != CKR_OK)
             break;
@@ -265,7 +271,11 @@ static CK_RV generate(p11_token *t, const p11_keygen_spec *s, CK_OBJECT_HANDLE *
                      p11_mech_name(mech.mechanism), t->label, why);
             free(name);
         }
-    } while (p11_recover(&r, t, &l, rv) == P11_RETRY);
+        if (p11_recover(&r, t, &l, rv) != P11_RETRY)
+            break;
+        if (rv == CKR_GENERAL_ERROR)
+            destroy_pair(t, s->label, s->label_len, s->id, s->id_len);
+    }
     p11_lease_release(&l);
     return rv;
 }

@@ -210,6 +210,19 @@ token_fails)
     unset P11SHIM_FAIL
     hp_out_has "CKR_CURVE_NOT_SUPPORTED" "the token does not offer this curve"
     unchanged
+    hp_step "CKR_GENERAL_ERROR every time: tried twice, reported, nothing made"
+    export P11SHIM_FAIL=C_GenerateKeyPair:0:CKR_GENERAL_ERROR
+    gen -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
+        -pkeyopt "pkcs11_uri:pkcs11:token=demo;object=passing"
+    hp_out_has "C_GenerateKeyPair failed with CKR_GENERAL_ERROR"
+    unchanged
+    hp_step "CKR_GENERAL_ERROR once (a passing fault): retried, one pair made"
+    export P11SHIM_FAIL=C_GenerateKeyPair:1:CKR_GENERAL_ERROR
+    hp_ok openssl genpkey -propquery provider=hsmprov -algorithm EC \
+        -pkeyopt ec_paramgen_curve:P-256 -pkeyopt "pkcs11_uri:pkcs11:token=demo;object=passing"
+    unset P11SHIM_FAIL
+    n=$(snapshot demo | grep -c 'passing' || true)
+    [ "$n" -eq 2 ] || hp_fail "expected one pair labelled passing (2 objects), saw $n"
     ;;
 fails_after_made)
     # The first C_GetAttributeValue of the run is the one that reads the new
