@@ -98,10 +98,12 @@ static p11_next plan(p11_recovery *r, p11_action a, unsigned epoch)
         r->epoch = epoch;
         memset(r->spent, 0, sizeof(r->spent));
     }
-    if (!(r->allow & P11_ALLOW(a)) || r->spent[a] ||
+    /* A key has two handles that can go stale in one epoch, its session
+     * copy and its token object: an object recovery may come twice. */
+    if (!(r->allow & P11_ALLOW(a)) || r->spent[a] >= (a == P11_ACT_OBJECT ? 2 : 1) ||
         r->retries >= P11_RECOVER_MAX_RETRIES)
         return P11_DONE;
-    r->spent[a] = 1;
+    r->spent[a]++;
     r->retries++;
     return P11_RETRY;
 }

@@ -14,7 +14,8 @@
  * the session is dead or an operation may still run on it), repairs what a
  * retry needs (logs in again, has the object found or made again) and says
  * whether to run the step once more. The budget lives in r, on the caller's
- * stack: each kind of recovery once per token epoch, a few epochs, a hard cap.
+ * stack: each kind of recovery once per token epoch (a stale object twice: a key
+ * has a copy and a token object), a few epochs, a hard cap.
  * When a retried step finally succeeds, the failures recorded by the attempts
  * before it are cleared, here and nowhere else. When the recovery itself fails
  * (no PIN to log in again), the step's own failure is what the caller reports.
