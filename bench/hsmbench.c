@@ -76,6 +76,7 @@ static struct {
     int threads[8], nthreads;
     int cthreads[8], ncthreads;
     int tthreads[8], ntthreads;
+    int ithreads[8], nithreads; /* init rows; 0: the signing thread counts */
     int do_sign, do_cipher, do_tls;
     const char *csv;
     const char *algs, *paths;    /* comma lists: measure only these (profiling) */
@@ -1072,27 +1073,34 @@ static void bench_sign(void)
     }
 }
 
-/* The init rows: one thread, the EVP paths only. With the raw limit of the
- * same algorithm at one thread they bound hsmprov/limit there (the ceiling,
- * compute_ratios): the raw paths pay no EVP init, a TLS server always does. */
+/* The init rows: the EVP paths only, at each thread count. With the raw
+ * limit of the same algorithm at the same thread count they bound
+ * hsmprov/limit there (the ceiling, compute_ratios): the raw paths pay no
+ * EVP init, a TLS server always does. At several threads the rows also show
+ * how OpenSSL's init scales, which the raw paths never pay for. */
 static void bench_init(void)
 {
-    int i, p;
+    int i, p, t;
 
     fprintf(stderr, "EVP_DigestSignInit_ex alone\n");
     for (i = 0; i < N_SIGN_ALGS; i++) {
         const struct sign_alg *a = &sign_algs[i];
         struct key *k = &keys[a->key];
         const void *args[N_PATHS] = {a, a, a, a};
-        struct stats s[N_PATHS] = {0};
-        int want[N_PATHS];
 
-        for (p = 0; p < N_PATHS; p++)
-            want[p] = p <= P_RAW_SESSION
-                          ? -1
-                          : plan(a->init_name, p,
-                                 p == P_HSMPROV && !k->hsm ? k->hsm_err : NULL, &s[p]);
-        row("init", a->init_name, "ops/s", 1, &init_ops, args, 1, want, s);
+        for (t = 0; t < opt.nithreads; t++) {
+            struct stats s[N_PATHS] = {0};
+            int want[N_PATHS];
+
+            for (p = 0; p < N_PATHS; p++)
+                want[p] =
+                    p <= P_RAW_SESSION
+                        ? -1
+                        : plan(a->init_name, p,
+                               p == P_HSMPROV && !k->hsm ? k->hsm_err : NULL, &s[p]);
+            row("init", a->init_name, "ops/s", 1, &init_ops, args, opt.ithreads[t], want,
+                s);
+        }
     }
 }
 
@@ -1646,7 +1654,7 @@ static void print_table(FILE *f)
 {
     static const char *sections[] = {"sign", "cipher"};
     char b[N_PATHS][64], q[3][16];
-    int sec, i, j, p;
+    int sec, i, j, p, t;
 
     fprintf(f,
             "Median [min..max] of %d rounds of %.0f ms; limit = max(raw-token, "
@@ -1676,21 +1684,31 @@ static void print_table(FILE *f)
                     fmt_ratio(q[0], sizeof(q[0]), h ? h->ratio : 0));
         }
     }
-    if (opt.do_sign && find_result(sign_algs[0].init_name, -1, 1) != NULL) {
+    for (i = 0, j = 0; i < nresults && !j; i++)
+        j = strcmp(results[i].section, "init") == 0;
+    if (j) {
         fprintf(f, "\n%-16s %3s  %-22s %-22s %-10s %s\n", "EVP init alone", "thr",
                 "hsmprov", "software", "raw limit", "ceiling");
         for (i = 0; i < N_SIGN_ALGS; i++) {
-            struct result *h = find_result(sign_algs[i].init_name, P_HSMPROV, 1);
-            struct result *s = find_result(sign_algs[i].init_name, P_SOFTWARE, 1);
-            char lim[32];
+            int shown = 0;
 
-            if (h == NULL && s == NULL)
-                continue;
-            snprintf(lim, sizeof(lim), "%.0f", h != NULL ? h->limit : 0);
-            fprintf(f, "%-16s %3d  %-22s %-22s %-10s %s\n", sign_algs[i].init_name, 1,
-                    fmt_cell(b[0], sizeof(b[0]), h), fmt_cell(b[1], sizeof(b[1]), s),
-                    h != NULL && h->limit > 0 ? lim : "n/a",
-                    fmt_ratio(q[0], sizeof(q[0]), h != NULL ? h->ratio : 0));
+            for (t = 0; t < opt.nithreads; t++) {
+                int n = opt.ithreads[t];
+                struct result *h = find_result(sign_algs[i].init_name, P_HSMPROV, n);
+                struct result *s = find_result(sign_algs[i].init_name, P_SOFTWARE, n);
+                char lim[32];
+
+                if (h == NULL && s == NULL)
+                    continue;
+                shown++;
+                snprintf(lim, sizeof(lim), "%.0f", h != NULL ? h->limit : 0);
+                fprintf(f, "%-16s %3d  %-22s %-22s %-10s %s\n", sign_algs[i].init_name, n,
+                        fmt_cell(b[0], sizeof(b[0]), h), fmt_cell(b[1], sizeof(b[1]), s),
+                        h != NULL && h->limit > 0 ? lim : "n/a",
+                        fmt_ratio(q[0], sizeof(q[0]), h != NULL ? h->ratio : 0));
+            }
+            if (shown > 1 && i + 1 < N_SIGN_ALGS)
+                fputc('\n', f);
         }
     }
     if (!opt.do_tls)
@@ -1863,6 +1881,7 @@ static void usage(void)
         "  --threads L            signing thread counts (default 1,2,4,8,16)\n"
         "  --cipher-threads L     cipher thread counts (default 1,2)\n"
         "  --tls-threads L        TLS thread counts (default 1,2,4,8)\n"
+        "  --init-threads L       init-row thread counts (default: those of --threads)\n"
         "  --only LIST            any of sign,cipher,tls (default all); sign includes\n"
         "                         the init rows (NAME/init: EVP_DigestSignInit_ex "
         "alone)\n"
@@ -1880,16 +1899,27 @@ static void usage(void)
 static void parse_args(int argc, char **argv)
 {
     static const struct option lo[] = {
-        {"module", 1, NULL, 'm'},      {"token", 1, NULL, 't'},
-        {"pin", 1, NULL, 'p'},         {"pin-file", 1, NULL, 'P'},
-        {"uri", 1, NULL, 'u'},         {"rounds", 1, NULL, 'r'},
-        {"round-ms", 1, NULL, 'R'},    {"quick", 0, NULL, 'q'},
-        {"threads", 1, NULL, 'T'},     {"cipher-threads", 1, NULL, 'C'},
-        {"tls-threads", 1, NULL, 'L'}, {"only", 1, NULL, 'o'},
-        {"algs", 1, NULL, 'a'},        {"paths", 1, NULL, 'x'},
-        {"csv", 1, NULL, 'c'},         {"hsmprov-unavailable", 1, NULL, 'U'},
-        {"probe", 0, NULL, 'b'},       {"single-part", 0, NULL, 's'},
-        {"help", 0, NULL, 'h'},        {NULL, 0, NULL, 0},
+        {"module", 1, NULL, 'm'},
+        {"token", 1, NULL, 't'},
+        {"pin", 1, NULL, 'p'},
+        {"pin-file", 1, NULL, 'P'},
+        {"uri", 1, NULL, 'u'},
+        {"rounds", 1, NULL, 'r'},
+        {"round-ms", 1, NULL, 'R'},
+        {"quick", 0, NULL, 'q'},
+        {"threads", 1, NULL, 'T'},
+        {"cipher-threads", 1, NULL, 'C'},
+        {"tls-threads", 1, NULL, 'L'},
+        {"init-threads", 1, NULL, 'I'},
+        {"only", 1, NULL, 'o'},
+        {"algs", 1, NULL, 'a'},
+        {"paths", 1, NULL, 'x'},
+        {"csv", 1, NULL, 'c'},
+        {"hsmprov-unavailable", 1, NULL, 'U'},
+        {"probe", 0, NULL, 'b'},
+        {"single-part", 0, NULL, 's'},
+        {"help", 0, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     static char uri[256];
     int ch, round_ms = 1000;
@@ -1944,6 +1974,9 @@ static void parse_args(int argc, char **argv)
         case 'L':
             opt.ntthreads = parse_list(optarg, opt.tthreads, 8);
             break;
+        case 'I':
+            opt.nithreads = parse_list(optarg, opt.ithreads, 8);
+            break;
         case 'o':
             opt.do_sign = strstr(optarg, "sign") != NULL;
             opt.do_cipher = strstr(optarg, "cipher") != NULL;
@@ -1978,12 +2011,17 @@ static void parse_args(int argc, char **argv)
         opt.uri_base = uri;
     }
     opt.round_ns = (long long)round_ms * 1000000LL;
+    if (opt.nithreads == 0) {
+        opt.nithreads = opt.nthreads;
+        memcpy(opt.ithreads, opt.threads, sizeof(opt.threads));
+    }
     if (opt.quick) {
         /* About one second of measuring in all: every figure still gets its
          * rounds, each a small share of the second (at least 1 ms). */
-        int cells = opt.do_sign * N_SIGN_ALGS * (opt.nthreads * N_PATHS + 2) +
-                    opt.do_cipher * N_CIPHER_ALGS * opt.ncthreads * N_PATHS +
-                    opt.do_tls * N_TLS_KINDS * opt.ntthreads * 2;
+        int cells =
+            opt.do_sign * N_SIGN_ALGS * (opt.nthreads * N_PATHS + 2 * opt.nithreads) +
+            opt.do_cipher * N_CIPHER_ALGS * opt.ncthreads * N_PATHS +
+            opt.do_tls * N_TLS_KINDS * opt.ntthreads * 2;
         opt.round_ns = 1000000000LL / ((long long)(cells ? cells : 1) * opt.rounds);
         if (opt.round_ns < 1000000LL)
             opt.round_ns = 1000000LL;
