@@ -21,12 +21,14 @@
  * threads of a measurement start together on a barrier; each round is timed
  * with CLOCK_MONOTONIC from the earliest start to the latest finish. The
  * paths of a row take turns round by round, so that other load on the
- * machine weighs on all of them alike.
+ * machine weighs on all of them alike, and in round r thread i of every path
+ * runs on the same CPU, so that CPUs of unequal speed do too.
  */
 #include <dlfcn.h>
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -72,7 +74,9 @@ static struct {
     long long round_ns;
     int quick;
     int probe;
-    int single_part; /* raw AES with one C_Encrypt, not update + final */
+    int single_part;              /* raw AES with one C_Encrypt, not update + final */
+    int no_pin;                   /* let the scheduler place the threads */
+    int cpus[CPU_SETSIZE], ncpus; /* the CPUs this process may run on */
     int threads[8], nthreads;
     int cthreads[8], ncthreads;
     int tthreads[8], ntthreads;
@@ -514,8 +518,27 @@ struct worker {
 struct stats {
     int ok;
     double med, min, max;
+    /* Each round's rate in the order the rounds ran: round r of every path
+     * of a row falls in the same cycle of turns (measure_row). */
+    double round[MAX_ROUNDS];
     char err[ERRLEN];
 };
+
+/* Puts the calling thread on CPU (k mod the allowed CPUs). On a shared host
+ * the virtual CPUs need not be equally fast (one measured 30% slower than
+ * the other here, for as long as a run); left to the scheduler, a path's
+ * thread stays on whichever CPU it woke on, and a one-thread row compares
+ * the CPUs, not the paths. */
+static void pin(int k)
+{
+    cpu_set_t set;
+
+    if (opt.no_pin || opt.ncpus < 2)
+        return;
+    CPU_ZERO(&set);
+    CPU_SET(opt.cpus[k % opt.ncpus], &set);
+    pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
 
 static void *worker_main(void *p)
 {
@@ -531,6 +554,7 @@ static void *worker_main(void *p)
         goto out;
     for (r = 0; r < opt.rounds; r++) {
         uint64_t n = 0;
+        pin(w->idx + r);
         pthread_barrier_wait(&c->bar); /* round start: all threads together */
         w->t0 = now_ns();
         if (!w->failed) {
@@ -634,6 +658,7 @@ static void cell_finish(struct cell *c, double *rate, struct stats *s)
         }
     }
     if (!c->abort) {
+        memcpy(s->round, rate, (size_t)opt.rounds * sizeof(double));
         qsort(rate, (size_t)opt.rounds, sizeof(double), cmp_double);
         s->ok = 1;
         s->min = rate[0];
@@ -784,6 +809,8 @@ static void row(const char *section, const char *name, const char *unit, double 
         s[p].med *= scale;
         s[p].min *= scale;
         s[p].max *= scale;
+        for (int r = 0; r < opt.rounds; r++)
+            s[p].round[r] *= scale;
         record(section, name, unit, p, threads, &s[p]);
     }
 }
@@ -1583,6 +1610,34 @@ static double raw_limit(const char *name, int threads)
     return a > b ? a : b;
 }
 
+/* hsmprov/limit of a signing or cipher row, paired by cycle: the median over
+ * rounds r of hsmprov's round r divided by the faster raw path's round r.
+ * The rounds of one cycle run back to back, so a machine whose speed swings
+ * for seconds at a time (a busy neighbour on a shared host) weighs on both
+ * sides of each quotient alike; a quotient of medians would take each side
+ * from whichever rounds fell in its middle. */
+static double paired_ratio(const struct result *h)
+{
+    const struct result *a = find_result(h->name, P_RAW_TOKEN, h->threads),
+                        *b = find_result(h->name, P_RAW_SESSION, h->threads);
+    double q[MAX_ROUNDS];
+    int r, n = 0;
+
+    for (r = 0; r < opt.rounds; r++) {
+        double lim = 0;
+        if (a != NULL && a->s.ok)
+            lim = a->s.round[r];
+        if (b != NULL && b->s.ok && b->s.round[r] > lim)
+            lim = b->s.round[r];
+        if (lim > 0)
+            q[n++] = h->s.round[r] / lim;
+    }
+    if (n == 0)
+        return 0;
+    qsort(q, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? q[n / 2] : (q[n / 2 - 1] + q[n / 2]) / 2;
+}
+
 static void compute_ratios(void)
 {
     int i, j;
@@ -1604,7 +1659,7 @@ static void compute_ratios(void)
             if (!r->s.ok)
                 continue;
             r->limit = raw_limit(r->name, r->threads);
-            r->ratio = r->limit > 0 ? r->s.med / r->limit : 0;
+            r->ratio = r->limit > 0 ? paired_ratio(r) : 0;
             continue;
         }
         for (j = 0; j < N_TLS_KINDS; j++) {
@@ -1658,7 +1713,8 @@ static void print_table(FILE *f)
 
     fprintf(f,
             "Median [min..max] of %d rounds of %.0f ms; limit = max(raw-token, "
-            "raw-session)\n",
+            "raw-session);\nhsmprov/limit = median over the rounds of hsmprov / the "
+            "faster raw path in the same cycle of turns\n",
             opt.rounds, (double)opt.round_ns / 1e6);
     for (sec = 0; sec < 2; sec++) {
         const char *last = "";
@@ -1875,8 +1931,8 @@ static void usage(void)
         "  --token LABEL          token label (default demo)\n"
         "  --pin PIN | --pin-file FILE   user PIN for the raw path (default 1234)\n"
         "  --uri BASE             pkcs11: URI of the token (default pkcs11:token=LABEL)\n"
-        "  --rounds N             rounds per figure, median reported (default 5)\n"
-        "  --round-ms MS          length of a round (default 1000)\n"
+        "  --rounds N             rounds per figure, median reported (default 9)\n"
+        "  --round-ms MS          length of a round (default 500)\n"
         "  --quick                smoke run: about one second of measuring in all\n"
         "  --threads L            signing thread counts (default 1,2,4,8,16)\n"
         "  --cipher-threads L     cipher thread counts (default 1,2)\n"
@@ -1891,6 +1947,8 @@ static void usage(void)
         "  --csv FILE             write the results as CSV\n"
         "  --hsmprov-unavailable REASON  do not use hsmprov (the driver's probe failed)\n"
         "  --single-part          raw AES: one C_Encrypt, not C_EncryptUpdate + Final\n"
+        "  --no-pin               let the scheduler place the threads (default: in\n"
+        "                         round r, thread i of every path on CPU (i + r) mod N)\n"
         "  --probe                load OPENSSL_CONF, say whether hsmprov is available\n",
         stderr);
     exit(2);
@@ -1918,18 +1976,22 @@ static void parse_args(int argc, char **argv)
         {"hsmprov-unavailable", 1, NULL, 'U'},
         {"probe", 0, NULL, 'b'},
         {"single-part", 0, NULL, 's'},
+        {"no-pin", 0, NULL, 'N'},
         {"help", 0, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     static char uri[256];
-    int ch, round_ms = 1000;
+    /* Short rounds, many of them: a cycle of turns (one round of each path)
+     * lasts about two seconds, shorter than the swings of a shared host's
+     * speed, which the paired ratios then cancel. */
+    int ch, round_ms = 500;
 
     opt.module = getenv("SOFTHSM2_MODULE");
     if (opt.module == NULL)
         opt.module = "/usr/lib/softhsm/libsofthsm2.so";
     opt.token = "demo";
     strcpy(opt.pin, "1234");
-    opt.rounds = 5;
+    opt.rounds = 9;
     opt.nthreads = parse_list("1,2,4,8,16", opt.threads, 8);
     opt.ncthreads = parse_list("1,2", opt.cthreads, 8);
     opt.ntthreads = parse_list("1,2,4,8", opt.tthreads, 8);
@@ -2000,6 +2062,9 @@ static void parse_args(int argc, char **argv)
         case 's':
             opt.single_part = 1;
             break;
+        case 'N':
+            opt.no_pin = 1;
+            break;
         default:
             usage();
         }
@@ -2011,6 +2076,13 @@ static void parse_args(int argc, char **argv)
         opt.uri_base = uri;
     }
     opt.round_ns = (long long)round_ms * 1000000LL;
+    {
+        cpu_set_t set;
+        if (sched_getaffinity(0, sizeof(set), &set) == 0)
+            for (int i = 0; i < CPU_SETSIZE; i++)
+                if (CPU_ISSET(i, &set))
+                    opt.cpus[opt.ncpus++] = i;
+    }
     if (opt.nithreads == 0) {
         opt.nithreads = opt.nthreads;
         memcpy(opt.ithreads, opt.threads, sizeof(opt.threads));
