@@ -87,6 +87,7 @@ static p11_token *token_for_slot(p11_module *m, CK_SLOT_ID slot,
     trim_copy(t->serial, info->serialNumber, 16);
     pthread_mutex_init(&t->login_lock, NULL);
     pthread_mutex_init(&t->obj_lock, NULL);
+    pthread_rwlock_init(&t->index_lock, NULL);
     /* pkcs11-pool-size: a fixed size. A module that cannot lock gets one
      * session: everything serialised. */
     b.timeout_ms = m->pool_timeout_ms;
@@ -448,6 +449,19 @@ int p11_token_needs_login(p11_token *t)
     return needs;
 }
 
+void p11_token_index_lock(p11_token *t, int making)
+{
+    if (making)
+        pthread_rwlock_wrlock(&t->index_lock);
+    else
+        pthread_rwlock_rdlock(&t->index_lock);
+}
+
+void p11_token_index_unlock(p11_token *t)
+{
+    pthread_rwlock_unlock(&t->index_lock);
+}
+
 void p11_token_check_session(p11_token *t, CK_SESSION_HANDLE h)
 {
     CK_SESSION_INFO si;
@@ -576,6 +590,7 @@ void p11_tokens_reset_locks(p11_module *m)
     for (p11_token *t = m->tokens; t != NULL; t = t->next) {
         pthread_mutex_init(&t->login_lock, NULL);
         pthread_mutex_init(&t->obj_lock, NULL);
+        pthread_rwlock_init(&t->index_lock, NULL);
         p11_pool_reset_locks(t->pool);
         p11_secmem_relock(t->pin);
         p11_secmem_relock(t->bad_pin);
@@ -596,6 +611,7 @@ void p11_tokens_free(p11_module *m)
             t->obj_session_gen == atomic_load(&m->gen) && atomic_load(&m->ready))
             P11_CALL(m, C_CloseSession, t->obj_session);
         pthread_mutex_destroy(&t->obj_lock);
+        pthread_rwlock_destroy(&t->index_lock);
         pthread_mutex_destroy(&t->login_lock);
         free(t);
     }
