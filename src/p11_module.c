@@ -222,9 +222,13 @@ void p11_debug(const char *fmt, ...)
     fprintf(stderr, "hsmprov: %s\n", line);
 }
 
-void p11_transient_pause(void)
+void p11_transient_pause(unsigned attempt)
 {
-    struct timespec pause = {0, 20 * 1000 * 1000};
+    long ms = 20;
+
+    for (unsigned i = 1; i < attempt && ms < 1000; i++)
+        ms *= 3;
+    struct timespec pause = {ms / 1000, (ms % 1000) * 1000 * 1000};
 
     nanosleep(&pause, NULL);
 }

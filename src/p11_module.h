@@ -152,12 +152,14 @@ int p11_call_refuse(p11_module *m, const char *fn, int missing);
  * every module but the software tokens known to keep
  * their store in local files (p11_module_is_local). */
 void p11_sigpipe_block(void);
-/* The pause before the one retry of a passing fault (CKR_GENERAL_ERROR from a
- * module that still answers: SoftHSM2 reading a token file that another
- * process is rewriting): long enough for the writer to finish, short beside
- * a TLS handshake. The recovery policy's P11_ACT_TRANSIENT, and token
- * discovery, which runs before there is a token record to recover. */
-void p11_transient_pause(void);
+/* The pause before retry number attempt (from 1) of a passing fault
+ * (CKR_GENERAL_ERROR from a module that still answers: SoftHSM2 reading a
+ * token file that another process is rewriting): 20 ms, then 60, then 180.
+ * One 20 ms pause was too short on a loaded machine, where nginx's freshly
+ * forked workers logging in at once still met the fault after it. The
+ * recovery policy's P11_ACT_TRANSIENT, and token discovery, which runs
+ * before there is a token record to recover. */
+void p11_transient_pause(unsigned attempt);
 /* Whether the module at path (links resolved) is one of those local software
  * tokens: SoftHSM2 (libsofthsm2) or NSS's softokn (libsoftokn3). */
 int p11_module_is_local(const char *path);

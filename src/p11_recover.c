@@ -99,8 +99,12 @@ static p11_next plan(p11_recovery *r, p11_action a, unsigned epoch)
         memset(r->spent, 0, sizeof(r->spent));
     }
     /* A key has two handles that can go stale in one epoch, its session
-     * copy and its token object: an object recovery may come twice. */
-    if (!(r->allow & P11_ALLOW(a)) || r->spent[a] >= (a == P11_ACT_OBJECT ? 2 : 1) ||
+     * copy and its token object: an object recovery may come twice. A
+     * passing fault gets three retries, each after a longer pause. */
+    if (!(r->allow & P11_ALLOW(a)) ||
+        r->spent[a] >= (a == P11_ACT_OBJECT      ? 2
+                        : a == P11_ACT_TRANSIENT ? P11_TRANSIENT_RETRIES
+                                                 : 1) ||
         r->retries >= P11_RECOVER_MAX_RETRIES)
         return P11_DONE;
     r->spent[a]++;
@@ -186,7 +190,7 @@ p11_next p11_recover(p11_recovery *r, p11_token *t, p11_lease *l, CK_RV rv)
         r->mgen = atomic_load(&t->m->gen);
         break;
     case P11_ACT_TRANSIENT:
-        p11_transient_pause();
+        p11_transient_pause(r->spent[P11_ACT_TRANSIENT]);
         break;
     default:
         break;

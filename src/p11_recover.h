@@ -58,6 +58,8 @@ typedef enum {
 #define P11_RECOVER_ROUNDS 8
 /* Retries of one call, whatever happens. */
 #define P11_RECOVER_MAX_RETRIES 16
+/* Retries of a passing fault (P11_ACT_TRANSIENT) per epoch. */
+#define P11_TRANSIENT_RETRIES 3
 
 typedef struct p11_recovery {
     /* Set by the caller (P11_RECOVERY_INIT allows all, with no object). */

@@ -146,7 +146,7 @@ static CK_RV describe_slot(p11_module *m, CK_SLOT_ID slot, CK_SLOT_INFO *si,
             return rv;
         p11_debug("slot %lu: %s answered %s; asking again", (unsigned long)slot, *call,
                   p11_rv_name(rv));
-        p11_transient_pause();
+        p11_transient_pause(1);
     }
 }
 

@@ -254,8 +254,9 @@ static void token_gone(void)
 }
 
 /* CKR_GENERAL_ERROR from a module that still answers for the slot: retried
- * once after a pause, nothing declared lost, the session kept; a second one
- * is the answer; a call site that does not allow it gets no retry. */
+ * three times after growing pauses, nothing declared lost, the session kept;
+ * a fourth one is the answer; a call site that does not allow it gets no
+ * retry. */
 static void transient(void)
 {
     p11_recovery r = P11_RECOVERY_INIT;
@@ -264,13 +265,17 @@ static void transient(void)
     CHECK(p11_recover_classify(CKR_GENERAL_ERROR) == P11_ACT_TRANSIENT,
           "general error not seen as passing");
     CHECK(!p11_recover_discards_session(CKR_GENERAL_ERROR), "session dropped");
-    step_failed(CKR_GENERAL_ERROR);
-    CHECK(p11_recover(&r, t, NULL, CKR_GENERAL_ERROR) == P11_RETRY,
-          "a passing general error not retried");
+    for (int i = 0; i < P11_TRANSIENT_RETRIES; i++) {
+        step_failed(CKR_GENERAL_ERROR);
+        CHECK(p11_recover(&r, t, NULL, CKR_GENERAL_ERROR) == P11_RETRY,
+              "passing general error %d not retried", i + 1);
+    }
+    CHECK(P11_TRANSIENT_RETRIES == 3, "%d retries of a passing fault",
+          P11_TRANSIENT_RETRIES);
     CHECK(epoch() == 7 && atomic_load(&t->login_gen) == 1, "a loss declared");
     step_failed(CKR_GENERAL_ERROR);
     CHECK(p11_recover(&r, t, NULL, CKR_GENERAL_ERROR) == P11_DONE,
-          "a second general error retried");
+          "a fourth general error retried");
     CHECK(failure_is("C_SignInit", CKR_GENERAL_ERROR), "the step's failure lost");
     {
         p11_recovery r2 = P11_RECOVERY_INIT;
@@ -295,13 +300,15 @@ static void local_slot(void)
     CHECK(p11_recover_action(t, CKR_SLOT_ID_INVALID, 0) == P11_ACT_TRANSIENT,
           "invalid slot of a local token not seen as passing");
     CHECK(p11_module_lost(&mod, 0, 0) == 0, "a local module declared lost");
-    step_failed(CKR_SLOT_ID_INVALID);
-    CHECK(p11_recover(&r, t, NULL, CKR_SLOT_ID_INVALID) == P11_RETRY,
-          "a passing invalid slot not retried");
+    for (int i = 0; i < P11_TRANSIENT_RETRIES; i++) {
+        step_failed(CKR_SLOT_ID_INVALID);
+        CHECK(p11_recover(&r, t, NULL, CKR_SLOT_ID_INVALID) == P11_RETRY,
+              "passing invalid slot %d not retried", i + 1);
+    }
     CHECK(epoch() == 7 && atomic_load(&t->login_gen) == 1, "a loss declared");
     step_failed(CKR_SLOT_ID_INVALID);
     CHECK(p11_recover(&r, t, NULL, CKR_SLOT_ID_INVALID) == P11_DONE,
-          "a second invalid slot retried");
+          "a fourth invalid slot retried");
     CHECK(failure_is("C_SignInit", CKR_SLOT_ID_INVALID), "the step's failure lost");
     mod.local = 0;
     CHECK(p11_recover_action(t, CKR_SLOT_ID_INVALID, 0) == P11_ACT_NONE,
