@@ -250,7 +250,7 @@ static CK_RV generate(p11_token *t, const p11_keygen_spec *s, CK_OBJECT_HANDLE *
     /* A lost session or login is mended and the call made again: a call
      * refused for either made nothing. A passing general error (SoftHSM2
      * while other threads' new objects are written) may have left half a
-     * pair: it is destroyed before the one retry. */
+     * pair: it is destroyed before each retry. */
     r.allow = P11_ALLOW(P11_ACT_SESSION) | P11_ALLOW(P11_ACT_LOGIN) |
               P11_ALLOW(P11_ACT_TRANSIENT);
     for (;;) {

@@ -43,7 +43,7 @@ typedef enum {
     P11_ACT_TRANSIENT,  /* CKR_GENERAL_ERROR from a module that still answers for
                            the slot: a passing fault (SoftHSM2's file store read
                            while another process rewrites it); wait a moment,
-                           retry once */
+                           retry, up to P11_TRANSIENT_RETRIES times */
     P11_ACT_COUNT
 } p11_action;
 

@@ -210,7 +210,7 @@ token_fails)
     unset P11SHIM_FAIL
     hp_out_has "CKR_CURVE_NOT_SUPPORTED" "the token does not offer this curve"
     unchanged
-    hp_step "CKR_GENERAL_ERROR every time: tried twice, reported, nothing made"
+    hp_step "CKR_GENERAL_ERROR every time: tried 4 times, reported, nothing made"
     export P11SHIM_FAIL=C_GenerateKeyPair:0:CKR_GENERAL_ERROR
     gen -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
         -pkeyopt "pkcs11_uri:pkcs11:token=demo;object=passing"
