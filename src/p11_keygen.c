@@ -257,9 +257,9 @@ static CK_RV generate(p11_token *t, const p11_keygen_spec *s, CK_OBJECT_HANDLE *
         rv = p11_lease_acquire(t->pool, &l);
         if (rv != CKR_OK)
             break;
-        p11_token_index_lock(t, 1);
+        p11_token_generating(t);
         rv = P11_CALL(t->m, C_GenerateKeyPair, l.h, &mech, pub, np, prv, nv, hpub, priv);
-        p11_token_index_unlock(t);
+        p11_token_generated(t);
         if (rv != CKR_OK) {
             char *name = shown(t, s->label, s->label_len, s->id, s->id_len);
             const char *why =
@@ -354,9 +354,7 @@ static void destroy_pair(p11_token *t, const char *label, size_t label_len,
             break;
         /* Search and destroy on one session: its handles stay good while
          * the session lives. */
-        p11_token_index_lock(t, 0);
-        rv = P11_CALL(t->m, C_FindObjectsInit, l.h, tmpl, label != NULL ? 3 : 2);
-        p11_token_index_unlock(t);
+        rv = p11_token_find_init(t, l.h, tmpl, label != NULL ? 3 : 2);
         if (rv == CKR_OK) {
             rv = P11_CALL(t->m, C_FindObjects, l.h, h, 4, &got);
             P11_CALL(t->m, C_FindObjectsFinal, l.h);

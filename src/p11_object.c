@@ -36,9 +36,7 @@ CK_RV p11_find_objects(p11_token *t, const CK_ATTRIBUTE *tmpl, CK_ULONG n,
     do {
         rv = p11_lease_acquire(t->pool, &l);
         if (rv == CKR_OK) {
-            p11_token_index_lock(t, 0);
-            rv = P11_CALL(m, C_FindObjectsInit, l.h, (CK_ATTRIBUTE *)tmpl, n);
-            p11_token_index_unlock(t);
+            rv = p11_token_find_init(t, l.h, (CK_ATTRIBUTE *)tmpl, n);
             if (rv != CKR_OK)
                 p11_fail(rv, "C_FindObjectsInit", "token \"%s\"", t->label);
         }
@@ -539,9 +537,7 @@ static CK_RV find_private_on(p11_key *k, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE *
     CK_RV rv;
 
     *found = CK_INVALID_HANDLE;
-    p11_token_index_lock(k->tok, 0);
-    rv = P11_CALL(m, C_FindObjectsInit, h, tmpl, 5);
-    p11_token_index_unlock(k->tok);
+    rv = p11_token_find_init(k->tok, h, tmpl, 5);
     if (rv != CKR_OK)
         return rv;
     rv = P11_CALL(m, C_FindObjects, h, found, 1, &got);

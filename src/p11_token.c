@@ -449,15 +449,23 @@ int p11_token_needs_login(p11_token *t)
     return needs;
 }
 
-void p11_token_index_lock(p11_token *t, int making)
+CK_RV p11_token_find_init(p11_token *t, CK_SESSION_HANDLE h, CK_ATTRIBUTE *tmpl,
+                          CK_ULONG n)
 {
-    if (making)
-        pthread_rwlock_wrlock(&t->index_lock);
-    else
-        pthread_rwlock_rdlock(&t->index_lock);
+    CK_RV rv;
+
+    pthread_rwlock_rdlock(&t->index_lock);
+    rv = P11_CALL(t->m, C_FindObjectsInit, h, tmpl, n);
+    pthread_rwlock_unlock(&t->index_lock);
+    return rv;
 }
 
-void p11_token_index_unlock(p11_token *t)
+void p11_token_generating(p11_token *t)
+{
+    pthread_rwlock_wrlock(&t->index_lock);
+}
+
+void p11_token_generated(p11_token *t)
 {
     pthread_rwlock_unlock(&t->index_lock);
 }

@@ -49,6 +49,7 @@ struct p11_token {
      * obj_lock serialises the calls on it (short, single calls). */
     pthread_mutex_t obj_lock;
     CK_SESSION_HANDLE obj_session;
+    unsigned obj_session_gen; /* module generation it was opened in; 0: none */
     /* SoftHSM2 2.6 re-indexes its token directory when a search starts
      * (C_FindObjectsInit), and one that ran while another thread of the
      * process generated a key pair left that pair's public key unfindable
@@ -57,7 +58,6 @@ struct p11_token {
      * generation takes it alone, with every module: a search waits for at
      * most one generation in this process. */
     pthread_rwlock_t index_lock;
-    unsigned obj_session_gen; /* module generation it was opened in; 0: none */
     p11_token *next;
 };
 
@@ -98,11 +98,14 @@ void p11_token_forget_login(p11_token *t);
 /* After C_OpenSession: when we believe we are logged in but the new session
  * says otherwise, the token lost all our sessions (closing the last one logs
  * out): declare the loss now, before any old object handle is used. */
-/* Around C_FindObjectsInit (making 0) and C_GenerateKeyPair (making 1):
- * see p11_token.index_lock. Nothing else is called while it is held. */
-void p11_token_index_lock(p11_token *t, int making);
-void p11_token_index_unlock(p11_token *t);
 void p11_token_check_session(p11_token *t, CK_SESSION_HANDLE h);
+/* C_FindObjectsInit on session h of t, never while this process generates a
+ * key pair on t (p11_token.index_lock). */
+CK_RV p11_token_find_init(p11_token *t, CK_SESSION_HANDLE h, CK_ATTRIBUTE *tmpl,
+                          CK_ULONG n);
+/* Around C_GenerateKeyPair: no search on t meanwhile (p11_token.index_lock). */
+void p11_token_generating(p11_token *t);
+void p11_token_generated(p11_token *t);
 /* The token lost our sessions (sessions != 0: every session, e.g. removal or
  * an invalid session handle) or only our login: new epoch, no login, and
  * with sessions every pool session is reopened before use. */
