@@ -586,6 +586,13 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* The median of v[0..n-1] (n > 0); sorts v. */
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 /* Starts a cell's threads and waits for their setup; on a setup failure the
  * threads are told to stop and s->err says why. */
 static struct cell *cell_start(const struct bench_ops *ops, const void *arg, int path,
@@ -663,12 +670,10 @@ static void cell_finish(struct cell *c, double *rate, struct stats *s)
     }
     if (!c->abort) {
         memcpy(s->round, rate, (size_t)opt.rounds * sizeof(double));
-        qsort(rate, (size_t)opt.rounds, sizeof(double), cmp_double);
         s->ok = 1;
+        s->med = median(rate, opt.rounds);
         s->min = rate[0];
         s->max = rate[opt.rounds - 1];
-        s->med = opt.rounds % 2 ? rate[opt.rounds / 2]
-                                : (rate[opt.rounds / 2 - 1] + rate[opt.rounds / 2]) / 2;
     }
     pthread_barrier_destroy(&c->bar);
     free(c->w);
@@ -963,12 +968,11 @@ static int sign_raw(struct worker *w)
     return 1;
 }
 
-/* A fresh context made ready to sign: what a TLS server does before each
- * signature, and all of it on the host. */
-static EVP_MD_CTX *sign_evp_init(struct worker *w)
+/* A fresh context made ready to sign with pk: what a TLS server does before
+ * each signature, and all of it on the host. */
+static EVP_MD_CTX *sign_evp_init_with(struct worker *w, EVP_PKEY *pk)
 {
     const struct sign_alg *a = w->c->arg;
-    EVP_PKEY *pk = w->c->path == P_HSMPROV ? keys[a->key].hsm : keys[a->key].soft;
     EVP_MD_CTX *m = EVP_MD_CTX_new();
     EVP_PKEY_CTX *pc = NULL;
 
@@ -980,6 +984,16 @@ static EVP_MD_CTX *sign_evp_init(struct worker *w)
     EVP_MD_CTX_free(m);
     ossl_err(w->err, ERRLEN, "EVP_DigestSignInit_ex");
     return NULL;
+}
+
+/* The same with the path's own key: the token key for hsmprov, else the
+ * software key. */
+static EVP_MD_CTX *sign_evp_init(struct worker *w)
+{
+    const struct sign_alg *a = w->c->arg;
+
+    return sign_evp_init_with(w, w->c->path == P_HSMPROV ? keys[a->key].hsm
+                                                         : keys[a->key].soft);
 }
 
 /* What a TLS server does per handshake: a fresh context, init, one-shot sign. */
@@ -1013,15 +1027,13 @@ static int init_op(struct worker *w)
 static int sign_op(struct worker *w)
 {
     if (w->c->path == P_RAW_TOKEN && opt.raw_init) {
+        /* The hsmprov path's init, RSA padding and salt included. */
         const struct sign_alg *a = w->c->arg;
-        EVP_MD_CTX *m = EVP_MD_CTX_new();
-        EVP_PKEY_CTX *pc = NULL;
-        int ok = m != NULL && EVP_DigestSignInit_ex(m, &pc, a->md, NULL, NULL,
-                                                    keys[a->key].hsm, NULL) > 0;
+        EVP_MD_CTX *m = sign_evp_init_with(w, keys[a->key].hsm);
 
+        if (m == NULL)
+            return 0;
         EVP_MD_CTX_free(m);
-        if (!ok)
-            return ossl_err(w->err, ERRLEN, "EVP_DigestSignInit_ex"), 0;
     }
     return w->c->path <= P_RAW_SESSION ? sign_raw(w) : sign_evp(w);
 }
@@ -1659,10 +1671,7 @@ static double paired_ratio(const struct result *h)
         if (lim > 0)
             q[n++] = h->s.round[r] / lim;
     }
-    if (n == 0)
-        return 0;
-    qsort(q, (size_t)n, sizeof(double), cmp_double);
-    return n % 2 ? q[n / 2] : (q[n / 2 - 1] + q[n / 2]) / 2;
+    return n > 0 ? median(q, n) : 0;
 }
 
 static void compute_ratios(void)
