@@ -40,13 +40,19 @@ start_server() {
     hp_fail "p11-kit server did not start"
 }
 
+# The server first stops accepting: a client that loses its serving process
+# connects again at once, and a process the server forked after the list of
+# its children was taken would serve on, orphaned, with the server gone.
 stop_server() {
     local dir=$1 pid child
     pid=$(cat "$dir/server.pid" 2>/dev/null) || return 0
+    kill -STOP "$pid" 2>/dev/null || true
+    rm -f "$dir/p11.sock"
     for child in $(pgrep -P "$pid" || true); do
         kill "$child" 2>/dev/null || true
     done
     kill "$pid" 2>/dev/null || true
+    kill -CONT "$pid" 2>/dev/null || true
     for _ in $(seq 100); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.05
