@@ -395,6 +395,8 @@ static struct {
     int server_down;             /* and C_Initialize too */
     int conn_final;              /* C_Finalize was called since the loss */
     unsigned long max_sessions;  /* P11SHIM_MAX_SESSIONS; 0: the real module's */
+    unsigned long init_misses;   /* P11SHIM_INIT_MISSES_TOKENS: starts left to spoil */
+    int tokens_missed;           /* this start of the module has no slot */
     unsigned long opening;       /* C_OpenSession calls forwarded, not returned */
     unsigned long closed_active; /* sessions closed with an operation active */
     struct fault *faults;
@@ -812,12 +814,14 @@ static void apply_env_locked(void)
     g.n_hidden = 0;
     env_items("P11SHIM_HIDE_MECHS", env_hide_item);
     const char *max = getenv("P11SHIM_MAX_SESSIONS");
+    const char *misses = getenv("P11SHIM_INIT_MISSES_TOKENS");
 
     env_items("P11SHIM_FAIL", env_fail_item);
     env_items("P11SHIM_DELAY_US", env_delay_item);
     g.check = check != NULL && *check != '\0' && strcmp(check, "0") != 0;
     g.gcm_one_part = gcm != NULL && *gcm != '\0' && strcmp(gcm, "0") != 0;
     g.max_sessions = max != NULL ? strtoul(max, NULL, 10) : 0;
+    g.init_misses = misses != NULL ? strtoul(misses, NULL, 10) : 0;
     free(g.log_path);
     g.log_path = NULL;
     if (g.log_fd >= 0)
@@ -897,6 +901,7 @@ struct call {
     int forward;
     int injected;
     int removed;
+    int missed;  /* the module was started without its tokens */
     int gcm;     /* an init with CKM_AES_GCM */
     int keep_op; /* refused as a one-part-only GCM: the operation runs on */
     int no_peer; /* refused for a lost connection: writes to a dead peer */
@@ -920,6 +925,7 @@ static CK_RV begin_locked(struct call *c, int fid)
     g.dirty = 1;
     c->fl = g.real;
     c->removed = g.removed;
+    c->missed = g.tokens_missed;
     c->delay = g.delay[fid] ? g.delay[fid] : g.delay_all;
     if (fault_hit(fid, &rv))
         c->injected = 1;
@@ -976,6 +982,13 @@ static CK_RV plain_begin(struct call *c, int fid)
 
     lock();
     rv = begin_locked(c, fid);
+    if (c->forward && c->missed &&
+        (fid == F_C_GetSlotInfo || fid == F_C_GetTokenInfo || fid == F_C_OpenSession ||
+         fid == F_C_GetMechanismList || fid == F_C_GetMechanismInfo ||
+         fid == F_C_InitToken || fid == F_C_CloseAllSessions)) {
+        c->forward = 0;
+        rv = CKR_SLOT_ID_INVALID;
+    }
     if (c->forward && c->removed &&
         (fid == F_C_GetTokenInfo || fid == F_C_OpenSession ||
          fid == F_C_GetMechanismList || fid == F_C_GetMechanismInfo ||
@@ -1389,6 +1402,11 @@ static CK_RV shim_C_Initialize(CK_VOID_PTR args)
     if (c.forward && rv == CKR_OK) {
         lock();
         g.conn_lost = g.conn_final = 0;
+        /* As SoftHSM2 when it reads a token's files while another process
+         * rewrites them: the token is left out of this start altogether. */
+        g.tokens_missed = g.init_misses > 0;
+        if (g.init_misses > 0)
+            g.init_misses--;
         unlock();
     }
     return plain_end(&c, rv);
@@ -1430,6 +1448,7 @@ static CK_RV shim_C_Finalize(CK_VOID_PTR reserved)
     if (c.forward && rv == CKR_OK) {
         lock();
         sess_close_all(0, 0, 1);
+        g.tokens_missed = 0;
         unlock();
     }
     lock();
@@ -1510,7 +1529,7 @@ static CK_RV shim_C_GetSlotList(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_
     struct call c;
     CK_RV rv = plain_begin(&c, F_C_GetSlotList);
 
-    if (c.forward && c.removed && present) {
+    if (c.forward && ((c.removed && present) || c.missed)) {
         c.forward = 0;
         if (count == NULL) {
             rv = CKR_ARGUMENTS_BAD;
@@ -2119,6 +2138,8 @@ static void atfork_child(void)
     clear_faults();
     g.removed = 0;
     g.conn_lost = g.server_down = g.conn_final = 0;
+    g.init_misses = 0;
+    g.tokens_missed = 0;
     g.logged_out = 0;
     g.env_applied = 0;
     g.total = 0;

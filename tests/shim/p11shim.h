@@ -41,6 +41,14 @@
  *                                           (ulMaxSessionCount), and
  *                                           C_OpenSession answers
  *                                           CKR_SESSION_COUNT while N are open
+ *   P11SHIM_INIT_MISSES_TOKENS=N            the next N C_Initialize calls that
+ *                                           succeed start a module without its
+ *                                           tokens, as SoftHSM2 that read a
+ *                                           token's files while another process
+ *                                           rewrote them: until the next
+ *                                           C_Initialize, C_GetSlotList lists no
+ *                                           slot and every call naming one
+ *                                           answers CKR_SLOT_ID_INVALID
  *   P11SHIM_CHECK=1                         at C_Finalize and at exit (if calls
  *                                           were made since), print the verdict
  *                                           "p11shim: pid N: interleaving check
