@@ -223,6 +223,12 @@ static CK_RV open_session(p11_pool *p, struct pool_session *s)
     if (rv == CKR_SESSION_READ_WRITE_SO_EXISTS || rv == CKR_TOKEN_WRITE_PROTECTED)
         rv = P11_CALL(m, C_OpenSession, p->own.slot, CKF_SERIAL_SESSION, NULL, NULL,
                       &s->h);
+    if (rv == CKR_SLOT_ID_INVALID)
+        return p11_fail(rv, "C_OpenSession",
+                        "token \"%s\": the module no longer has its slot %lu (for a "
+                        "software token: it could not read the token's files when it "
+                        "started)",
+                        p->own.label, (unsigned long)p->own.slot);
     if (rv != CKR_OK)
         return p11_fail(rv, "C_OpenSession", "token \"%s\"", p->own.label);
     if (p->own.opened != NULL)

@@ -459,7 +459,7 @@ err:
 }
 
 /* Why a module is (re)initialised. */
-enum { START_FIRST, START_AFTER_FORK, START_AFTER_LOSS };
+enum { START_FIRST, START_AFTER_FORK, START_AFTER_LOSS, START_AGAIN };
 
 /* Called with m->lock held. */
 static CK_RV initialise_here(p11_module *m, int start)
@@ -468,9 +468,10 @@ static CK_RV initialise_here(p11_module *m, int start)
     int after_fork = start == START_AFTER_FORK;
     CK_RV rv;
 
-    if (start == START_AFTER_LOSS && m->owns_init) {
+    if ((start == START_AFTER_LOSS || start == START_AGAIN) && m->owns_init) {
         /* A client module (p11-kit-client.so) connects at C_Initialize and
-         * never again by itself: end its state, whatever it answers. */
+         * never again by itself, and a local one reads its token files only
+         * then: end its state, whatever it answers. */
         P11_CALL(m, C_Finalize, NULL);
         m->owns_init = 0;
     }
@@ -547,6 +548,34 @@ static CK_RV initialise(p11_module *m, int start)
     return job.rv;
 }
 
+/* A local module started again (after fork, in each worker of a server)
+ * that lacks a token it listed before read the token's files while another
+ * process rewrote them: it is started once more after a pause, at most this
+ * many times. A token that really went (deleted) costs these restarts at
+ * each start, then its calls answer CKR_SLOT_ID_INVALID. */
+#define MISSED_TOKEN_RESTARTS 3
+
+/* Called with m->lock held. */
+static CK_RV initialise_checked(p11_module *m, int start)
+{
+    CK_RV rv = initialise(m, start);
+    CK_SLOT_ID slot;
+
+    if (start == START_FIRST || !m->local || m->token_hooks == NULL)
+        return rv;
+    for (unsigned attempt = 1;
+         rv == CKR_OK && m->owns_init && attempt <= MISSED_TOKEN_RESTARTS &&
+         m->token_hooks->token_missing(m, &slot);
+         attempt++) {
+        p11_debug("module %s started without slot %lu, which it listed before (its "
+                  "token's files were being rewritten): starting it again",
+                  m->path, (unsigned long)slot);
+        p11_transient_pause(attempt);
+        rv = initialise(m, START_AGAIN);
+    }
+    return rv;
+}
+
 /* Back-off between attempts to start a module that lost its connection. */
 #define LOST_BACKOFF_MIN_MS 100
 #define LOST_BACKOFF_MAX_MS 2000
@@ -585,10 +614,11 @@ int p11_module_lost(p11_module *m, CK_SLOT_ID slot, unsigned gen)
     long long now;
     CK_RV rv;
 
-    /* SoftHSM2 answers CKR_SLOT_ID_INVALID and CKR_GENERAL_ERROR for a
-     * moment while another process rewrites its token files (workers
-     * logging in together); finalising and starting it again then fails
-     * too and would cost every call of the back-off. */
+    /* A local module has no connection to lose. SoftHSM2's
+     * CKR_GENERAL_ERROR while another process rewrites its token files is
+     * a passing fault, and a slot it left out when it started is caught
+     * when it starts (initialise_checked): starting it again here, under
+     * the back-off meant for a server that is away, would cost every call. */
     if (m->fl == NULL || p11_process_exiting() || m->local)
         return 0;
     if (!atomic_load(&m->ready))
@@ -655,7 +685,7 @@ CK_RV p11_module_ready(p11_module *m)
         } else {
             if (start == START_AFTER_LOSS)
                 drain_calls(m);
-            rv = initialise(m, start);
+            rv = initialise_checked(m, start);
             pthread_mutex_lock(&m->lost_lock);
             if (rv == CKR_OK) {
                 /* Every session and object handle from before is now dead. */

@@ -70,6 +70,9 @@ struct p11_token_hooks {
     void (*reset_locks)(p11_module *m);     /* fork child, one thread */
     void (*forget_sessions)(p11_module *m); /* module re-initialised */
     void (*free_tokens)(p11_module *m);     /* module freed */
+    /* Right after a new start, under m->lock: whether a token known from
+     * before has no slot in it (*slot: which). */
+    int (*token_missing)(p11_module *m, CK_SLOT_ID *slot);
 };
 
 /* How the provider's configuration asks the module to be driven. */

@@ -67,10 +67,13 @@ p11_action p11_recover_action(p11_token *t, CK_RV rv, unsigned mgen)
 {
     p11_action a = p11_recover_classify(rv);
 
-    /* A local software token's slot does not go away: an invalid slot is
-     * its file store read mid-rewrite, a passing fault. */
+    /* A local module fixes its slots when it starts: SoftHSM2 leaves out a
+     * token whose files another process was rewriting, and such a start is
+     * caught and made again when the module starts (p11_module.c). A slot
+     * still invalid afterwards stays so until the next start: the answer
+     * stands, retrying would only delay it. */
     if (rv == CKR_SLOT_ID_INVALID && t != NULL && t->m != NULL && t->m->local)
-        return P11_ACT_TRANSIENT;
+        return P11_ACT_NONE;
 
     if (t == NULL || t->m == NULL || t->m->fl == NULL ||
         (a != P11_ACT_TOKEN_GONE && rv != CKR_GENERAL_ERROR && rv != CKR_SLOT_ID_INVALID))

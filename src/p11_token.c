@@ -52,10 +52,29 @@ static void default_pool_bounds(const CK_TOKEN_INFO *info, unsigned idle_ms,
     b->idle_ms = idle_ms;
 }
 
+/* SoftHSM2 lists its tokens once, when it starts: one whose files it read
+ * while another process rewrote them (a login rewrites the token's flags)
+ * is left out until the module is started again, and every call naming its
+ * slot answers CKR_SLOT_ID_INVALID. Workers of a server, each starting the
+ * module after fork while the others log in, meet this. */
+static int token_missing(p11_module *m, CK_SLOT_ID *slot)
+{
+    for (p11_token *t = m->tokens; t != NULL; t = t->next) {
+        CK_SLOT_INFO si;
+
+        if (P11_CALL(m, C_GetSlotInfo, t->slot, &si) == CKR_SLOT_ID_INVALID) {
+            *slot = t->slot;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static const struct p11_token_hooks token_hooks = {
     p11_tokens_reset_locks,
     p11_tokens_forget_sessions,
     p11_tokens_free,
+    token_missing,
 };
 
 /* The pool opened a session for t: see whether the token still has us
@@ -125,11 +144,11 @@ struct scan_seen {
     CK_SLOT_ID failed_slot;
 };
 
-/* The slot's and its token's descriptions. A passing fault (CKR_GENERAL_ERROR,
- * or CKR_SLOT_ID_INVALID for a slot the module listed a moment ago: SoftHSM2
- * reading its token files while another process's login rewrites them, as
- * when a server's workers start together) is asked again once after a
- * pause, as the recovery policy does with later calls. */
+/* The slot's and its token's descriptions. A passing fault is asked again
+ * once after a pause: CKR_GENERAL_ERROR (SoftHSM2 reading its token files
+ * while another process's login rewrites them, as when a server's workers
+ * start together), or CKR_SLOT_ID_INVALID for a slot the module listed a
+ * moment ago (a module whose slots come and go, as readers are plugged). */
 static CK_RV describe_slot(p11_module *m, CK_SLOT_ID slot, CK_SLOT_INFO *si,
                            CK_TOKEN_INFO *ti, const char **call)
 {

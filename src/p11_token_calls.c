@@ -34,6 +34,7 @@ static CK_RV do_login(p11_token *t, const char *pin, size_t len)
 {
     p11_recovery r = P11_RECOVERY_INIT;
     p11_lease l = P11_LEASE_INIT;
+    int called = 0;
     CK_RV rv;
 
     if (pin_equal(t->bad_pin, t->bad_pin_len, pin, len))
@@ -47,6 +48,7 @@ static CK_RV do_login(p11_token *t, const char *pin, size_t len)
     r.allow = P11_ALLOW(P11_ACT_SESSION) | P11_ALLOW(P11_ACT_TRANSIENT);
     do {
         rv = p11_lease_acquire(t->pool, &l);
+        called = rv == CKR_OK;
         if (rv == CKR_OK)
             rv =
                 P11_CALL(t->m, C_Login, l.h, CKU_USER, (CK_UTF8CHAR *)pin, (CK_ULONG)len);
@@ -56,6 +58,10 @@ static CK_RV do_login(p11_token *t, const char *pin, size_t len)
         rv = CKR_OK;
     if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED || rv == CKR_PIN_LEN_RANGE)
         pin_replace(&t->bad_pin, &t->bad_pin_len, pin, len);
+    /* No session to log in on: the pool's failure (which call, which slot)
+     * is the one to report. */
+    if (rv != CKR_OK && !called)
+        return rv;
     if (rv != CKR_OK)
         return p11_fail(rv, "C_Login", "token \"%s\"", t->label);
     atomic_store(&t->login_gen, atomic_load(&t->m->gen));

@@ -11,12 +11,19 @@
 # (P11SHIM_CHECK) and logs every call; each process that used it writes a
 # verdict, and any FAILED verdict (a fork child's too) fails the test.
 # Set P11SHIM_DELAY_US / P11SHIM_FAIL in the environment to use them.
+# HP_SHIM_AS_SOFTHSM2=1 loads a copy of the shim named as SoftHSM2's library,
+# so that hsmprov treats it as the local software token it wraps.
 # shellcheck source=lib/testlib.sh
 HP_PIN=48151623 # a PIN that no count or timing in the output can contain
 . "$HSMPROV_TESTS_DIR/lib/testlib.sh"
 
 prog=${1:?program}
 shift
+hp_tmpdir
+if [ -n "${HP_SHIM_AS_SOFTHSM2:-}" ]; then
+    cp "${HSMPROV_SHIM:?}" "$T/libsofthsm2.shim.so"
+    export HSMPROV_SHIM=$T/libsofthsm2.shim.so
+fi
 extra="pkcs11-module-path = ${HSMPROV_SHIM:?HSMPROV_SHIM must name p11shim.so}"
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do
     extra+=$'\n'"$1"
@@ -24,7 +31,6 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do
 done
 [ $# -gt 0 ] && shift
 
-hp_tmpdir
 hp_make_token "$T"
 hp_keygen rsa:2048 rsa 01
 hp_keygen EC:prime256v1 ec 02

@@ -12,6 +12,16 @@
  *                       and has not re-initialised or logged in again.
  *   conc_fork threads   the same with 4 threads in the child racing on the
  *                       first use: still one re-initialisation, one login.
+ *   conc_fork missed    as threads, but the child's module starts without
+ *                       its tokens (P11SHIM_INIT_MISSES_TOKENS=1: SoftHSM2
+ *                       that read its token files while another process's
+ *                       login rewrote them): it is started once more, and
+ *                       the threads sign after one login.
+ *   conc_fork missed_always
+ *                       every start misses the tokens: after three more
+ *                       starts the child's signature fails, naming
+ *                       C_OpenSession and CKR_SLOT_ID_INVALID, without a
+ *                       C_Login.
  *   conc_fork inherited a streaming context is mid-operation in the parent
  *                       (pkcs11-digest-in-token = yes: it holds a lease and
  *                       a token operation) when it forks. The child frees
@@ -134,27 +144,73 @@ static void *child_thread(void *arg)
     return NULL;
 }
 
-/* In the child: the checks common to every mode. */
-static void child_checks(void)
+/* In the child: the checks common to every mode; starts: how many times
+ * the module must have been started in it, logins: C_Login calls. */
+static void child_checks(unsigned long starts, unsigned long logins)
 {
     check_child_sessions();
-    if (shim.call_count("C_Finalize") != 1)
-        ct_fail("child: %lu C_Finalize calls; the module must be re-initialised once",
-                shim.call_count("C_Finalize"));
-    if (shim.call_count("C_Login") != 1)
-        ct_fail("child: %lu C_Login calls; expected one", shim.call_count("C_Login"));
+    if (shim.call_count("C_Finalize") != starts)
+        ct_fail("child: %lu C_Finalize calls; the module must be started %lu time(s)",
+                shim.call_count("C_Finalize"), starts);
+    if (shim.call_count("C_Login") != logins)
+        ct_fail("child: %lu C_Login calls; expected %lu", shim.call_count("C_Login"),
+                logins);
     printf("child: %lu C_Initialize, %lu C_Finalize, %lu C_OpenSession, %lu C_Login\n",
            shim.call_count("C_Initialize"), shim.call_count("C_Finalize"),
            shim.call_count("C_OpenSession"), shim.call_count("C_Login"));
-    pin_counter_untouched();
+    if (logins > 0)
+        pin_counter_untouched();
     ct_shim_clean(&shim, "child");
+}
+
+/* Every start of the module in the child misses the tokens: the signature
+ * fails with the module's answer, named, and nothing is retried for ever. */
+static void child_missed_always(void)
+{
+    unsigned char msg[100], sig[512];
+    size_t siglen = 0;
+    char err[2048];
+    EVP_MD_CTX *m;
+    int ok;
+
+    ERR_clear_error();
+    ct_message(msg, sizeof(msg), 5, 5);
+    m = EVP_MD_CTX_new();
+    ok = m != NULL &&
+         EVP_DigestSignInit_ex(m, NULL, "SHA256", NULL, NULL, keys[0].tok, NULL) == 1 &&
+         EVP_DigestSign(m, sig, &siglen, msg, sizeof(msg)) == 1;
+    EVP_MD_CTX_free(m);
+    ct_errors(err, sizeof(err));
+    printf("child: signing with no token in the module: %s\n", ok ? "worked" : err);
+    if (ok)
+        ct_fail("child: signed although every start of the module missed the token");
+    else if (strstr(err, "C_OpenSession") == NULL ||
+             strstr(err, "CKR_SLOT_ID_INVALID") == NULL ||
+             strstr(err, "no longer has its slot") == NULL)
+        ct_fail("child: the error does not name C_OpenSession, CKR_SLOT_ID_INVALID and "
+                "the missing slot");
 }
 
 static int run_child(const char *mode, EVP_MD_CTX *inherited)
 {
+    int missed = strncmp(mode, "missed", 6) == 0;
+
     who = "child";
     ct_watchdog(60, "fork child");
-    if (strcmp(mode, "threads") == 0) {
+    /* Read by the shim at the child's first C_Initialize. */
+    if (strcmp(mode, "missed") == 0)
+        setenv("P11SHIM_INIT_MISSES_TOKENS", "1", 1);
+    else if (strcmp(mode, "missed_always") == 0)
+        setenv("P11SHIM_INIT_MISSES_TOKENS", "100", 1);
+    if (strcmp(mode, "missed_always") == 0) {
+        child_missed_always();
+        child_checks(4, 0);
+        if (ct_shim_count_rv(&shim, "C_Initialize", CKR_OK) != 4)
+            ct_fail("child: %lu starts of the module; expected 1 and 3 more",
+                    ct_shim_count_rv(&shim, "C_Initialize", CKR_OK));
+        return ct_result("child") == 0 ? 0 : 1;
+    }
+    if (strcmp(mode, "threads") == 0 || missed) {
         pthread_t th[4];
         pthread_barrier_t b;
 
@@ -170,7 +226,9 @@ static int run_child(const char *mode, EVP_MD_CTX *inherited)
         ERR_clear_error();
         sign_both("child");
     }
-    child_checks();
+    child_checks(missed ? 2 : 1, 1);
+    if (missed && ct_shim_count_rv(&shim, "C_GetSlotInfo", CKR_SLOT_ID_INVALID) == 0)
+        ct_fail("child: the start without the token was not noticed");
     return ct_result("child") == 0 ? 0 : 1;
 }
 
@@ -186,8 +244,10 @@ int main(int argc, char **argv)
     pid_t pid;
 
     if (strcmp(mode, "single") != 0 && strcmp(mode, "threads") != 0 &&
+        strcmp(mode, "missed") != 0 && strcmp(mode, "missed_always") != 0 &&
         strcmp(mode, "inherited") != 0) {
-        fprintf(stderr, "usage: %s single|threads|inherited\n", argv[0]);
+        fprintf(stderr, "usage: %s single|threads|missed|missed_always|inherited\n",
+                argv[0]);
         return 2;
     }
     ct_watchdog(90, "conc_fork");
