@@ -219,7 +219,7 @@ void p11_debug(const char *fmt, ...)
     va_end(ap);
     /* One line per event, whatever the text from outside holds. */
     p11_escape_controls(line, sizeof(line), raw);
-    fprintf(stderr, "hsmprov: %s\n", line);
+    fprintf(stderr, "hsmprov: %s [pid %ld]\n", line, (long)getpid());
 }
 
 void p11_transient_pause(unsigned attempt)

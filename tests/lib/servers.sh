@@ -112,7 +112,9 @@ hs_setup() {
     # a sanitizer: in a sanitizer build of hsmprov they get its runtime
     # preloaded, without leak checks (their own allocations at exit are not
     # ours to judge).
-    HS_ENV=(env "OPENSSL_CONF=$OPENSSL_CONF" "SOFTHSM2_CONF=$T/softhsm2.conf")
+    # HP_SERVER_DEBUG=1 (by hand, when a server test fails) gives them
+    # HSMPROV_DEBUG=1: their logs then hold every call, with each worker's pid.
+    HS_ENV=(env "OPENSSL_CONF=$OPENSSL_CONF" "SOFTHSM2_CONF=$T/softhsm2.conf" ${HP_SERVER_DEBUG:+HSMPROV_DEBUG=1})
     if [ -n "${HSMPROV_SANITIZER_PRELOAD:-}" ]; then
         HS_ENV+=("LD_PRELOAD=$HSMPROV_SANITIZER_PRELOAD"
             "ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:detect_odr_violation=0")
