@@ -7,13 +7,12 @@
 # as a passing fault). Then SIGTERM. Zero failed first handshakes over all
 # starts, no worker crash in the log, each stop clean within 15 s.
 #
-#   server_nginx_restarts.sh [STARTS]   (default 50; not run in a sanitizer
-#                                        build unless STARTS is given)
+#   server_nginx_restarts.sh [STARTS]   (default 50; 10 in a sanitizer build)
 #
-# Not in a sanitizer build: there, with hsmprov's workers slowed, SoftHSM2
-# once answered C_Login with CKR_SLOT_ID_INVALID twice, 20 ms apart, and 6
-# of 160 first handshakes failed. The single retry after 20 ms is not enough
-# there; that is an open finding, not something this test may hide.
+# In a sanitizer build, with the workers slowed, a worker's SoftHSM2 more
+# often starts while another worker's login rewrites the token's files and
+# leaves the token out (every call then answers CKR_SLOT_ID_INVALID): hsmprov
+# must notice and start the module again before the first handshake.
 #
 # The example gets one test-local line per server block: a response header
 # naming the worker (nginx's $pid), so that the test can say how many
@@ -25,9 +24,8 @@ hs_require nginx nginx
 nginx=$(command -v nginx || echo /usr/sbin/nginx)
 
 starts=${1:-50}
-if [ -n "${HSMPROV_SANITIZER_PRELOAD:-}" ] && [ -z "${1:-}" ]; then
-    echo "SKIP: a sanitizer build (see the comment at the top: an open finding)"
-    exit 77
+if [ -n "${HSMPROV_SANITIZER_PRELOAD:-}" ]; then
+    starts=${1:-10}
 fi
 burst=16
 
