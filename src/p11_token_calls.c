@@ -133,8 +133,23 @@ static CK_RV object_session(p11_token *t, unsigned *gen)
     CK_RV rv;
 
     if (t->obj_session_gen != g || t->obj_session_epoch != e) {
+        CK_SESSION_INFO si;
+
+        /* The epoch moved (a recovery), but this session may have lived
+         * through it: then other threads may still be starting operations
+         * with the key copies made in it, and closing it would destroy them
+         * under those calls (SoftHSM2 empties a session object's attributes
+         * when its session closes, and a C_SignInit reading them then signs
+         * with an empty key and crashes). It is kept; copies of the old
+         * epoch in it are not used again and go with it. */
+        if (t->obj_session_gen == g &&
+            P11_CALL(t->m, C_GetSessionInfo, t->obj_session, &si) == CKR_OK) {
+            t->obj_session_epoch = e;
+            *gen = g;
+            return CKR_OK;
+        }
         if (t->obj_session_gen == g)
-            P11_CALL(t->m, C_CloseSession, t->obj_session); /* probably dead already */
+            P11_CALL(t->m, C_CloseSession, t->obj_session); /* dead: its handle freed */
         rv = P11_CALL(t->m, C_OpenSession, t->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
                       NULL, NULL, &t->obj_session);
         if (rv != CKR_OK)
