@@ -397,6 +397,8 @@ static struct {
     unsigned long max_sessions;  /* P11SHIM_MAX_SESSIONS; 0: the real module's */
     unsigned long init_misses;   /* P11SHIM_INIT_MISSES_TOKENS: starts left to spoil */
     int tokens_missed;           /* this start of the module has no slot */
+    unsigned long key_inits;     /* key-using inits forwarded, not returned */
+    int closing;                 /* real sessions being closed behind the caller */
     unsigned long opening;       /* C_OpenSession calls forwarded, not returned */
     unsigned long closed_active; /* sessions closed with an operation active */
     struct fault *faults;
@@ -434,6 +436,50 @@ static void lock(void)
 static void unlock(void)
 {
     pthread_mutex_unlock(&g_mu);
+}
+
+/* SoftHSM2 2.6.1 empties a session object's attributes when the session that
+ * made it closes, and a C_SignInit on another session that is reading them
+ * meanwhile takes an empty key, which crashes in the C_Sign after it. The
+ * shim closes real sessions behind the caller's back (sessions it made
+ * invalid, dead ones on their last call's return): those closes wait until
+ * no key-using init is in flight, and such inits wait until they are done,
+ * so that the test sees what a token that drops sessions does, not that
+ * crash. */
+static pthread_cond_t g_gate = PTHREAD_COND_INITIALIZER;
+
+static void key_init_enter(void)
+{
+    lock();
+    while (g.closing)
+        pthread_cond_wait(&g_gate, &g_mu);
+    g.key_inits++;
+    unlock();
+}
+
+static void key_init_leave(void)
+{
+    lock();
+    if (--g.key_inits == 0)
+        pthread_cond_broadcast(&g_gate);
+    unlock();
+}
+
+static void close_behind(CK_FUNCTION_LIST *fl, const CK_SESSION_HANDLE *h, size_t n)
+{
+    if (fl == NULL || n == 0)
+        return;
+    lock();
+    while (g.closing || g.key_inits > 0)
+        pthread_cond_wait(&g_gate, &g_mu);
+    g.closing = 1;
+    unlock();
+    for (size_t i = 0; i < n; i++)
+        fl->C_CloseSession(h[i]);
+    lock();
+    g.closing = 0;
+    pthread_cond_broadcast(&g_gate);
+    unlock();
 }
 
 static void sleep_us(unsigned us)
@@ -504,10 +550,7 @@ static void closelist_add(struct closelist *cl, CK_SESSION_HANDLE rh)
 
 static void closelist_run(struct closelist *cl, CK_FUNCTION_LIST *fl)
 {
-    size_t i;
-
-    for (i = 0; fl != NULL && i < cl->n; i++)
-        fl->C_CloseSession(cl->h[i]);
+    close_behind(fl, cl->h, cl->n);
     free(cl->h);
     cl->h = NULL;
     cl->n = cl->cap = 0;
@@ -901,10 +944,11 @@ struct call {
     int forward;
     int injected;
     int removed;
-    int missed;  /* the module was started without its tokens */
-    int gcm;     /* an init with CKM_AES_GCM */
-    int keep_op; /* refused as a one-part-only GCM: the operation runs on */
-    int no_peer; /* refused for a lost connection: writes to a dead peer */
+    int missed;   /* the module was started without its tokens */
+    int gcm;      /* an init with CKM_AES_GCM */
+    int keep_op;  /* refused as a one-part-only GCM: the operation runs on */
+    int no_peer;  /* refused for a lost connection: writes to a dead peer */
+    int key_init; /* counted in g.key_inits while forwarded */
     unsigned delay;
     CK_SESSION_HANDLE vh; /* for the log */
     CK_SESSION_HANDLE rh;
@@ -1015,6 +1059,8 @@ static CK_RV plain_end(struct call *c, CK_RV rv)
     return rv;
 }
 
+static int is_key_init(int fid);
+
 /* Session call: fault plan, session state, concurrency check, delay. */
 static CK_RV sess_begin(struct call *c, int fid, CK_SESSION_HANDLE vh)
 {
@@ -1071,6 +1117,9 @@ static CK_RV sess_begin(struct call *c, int fid, CK_SESSION_HANDLE vh)
     if (c->no_peer)
         write_to_dead_peer();
     sleep_us(c->delay);
+    c->key_init = c->forward && is_key_init(fid);
+    if (c->key_init)
+        key_init_enter();
     return rv;
 }
 
@@ -1225,6 +1274,8 @@ static CK_RV sess_end(struct call *c, CK_RV rv, int out_null)
     int recon[2], nrecon = 0, doclose = 0, fd, i;
     unsigned j;
 
+    if (c->key_init)
+        key_init_leave();
     lock();
     if (e != NULL) {
         /* this call is no longer in flight */
@@ -1274,8 +1325,8 @@ static CK_RV sess_end(struct call *c, CK_RV rv, int out_null)
         close_rh = sess_release(e, &doclose);
         unlock();
     }
-    if (doclose && c->fl != NULL)
-        c->fl->C_CloseSession(close_rh);
+    if (doclose)
+        close_behind(c->fl, &close_rh, 1);
     log_line(c, fd, rv);
     return rv;
 }
@@ -1705,7 +1756,7 @@ static CK_RV shim_C_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app
     fd = g.log_fd;
     unlock();
     if (doclose)
-        c.fl->C_CloseSession(rh);
+        close_behind(c.fl, &rh, 1);
     log_line(&c, fd, rv);
     return rv;
 }
@@ -2140,6 +2191,9 @@ static void atfork_child(void)
     g.conn_lost = g.server_down = g.conn_final = 0;
     g.init_misses = 0;
     g.tokens_missed = 0;
+    g.key_inits = 0;
+    g.closing = 0;
+    pthread_cond_init(&g_gate, NULL);
     g.logged_out = 0;
     g.env_applied = 0;
     g.total = 0;
