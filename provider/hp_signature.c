@@ -186,6 +186,20 @@ static int prepare(sig_ctx *c, const unsigned char *tbs, size_t tbslen,
     return sig_rsa_prepare(c, tbs, tbslen, p);
 }
 
+/* Refuses, before any token work, a buffer that may not hold a signature
+ * of c's key (an ECDSA one's DER length varies: room for the longest, as
+ * OpenSSL's own ECDSA asks). */
+static int room_for_signature(sig_ctx *c, size_t sigsize)
+{
+    size_t need = hp_key_size(c->key);
+
+    if (sigsize >= need)
+        return 1;
+    hp_raise(c->pctx, HP_R_BAD_PARAM, "signature buffer of %zu bytes, need %zu", sigsize,
+             need);
+    return 0;
+}
+
 int sig_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsize,
              const unsigned char *tbs, size_t tbslen)
 {
@@ -210,12 +224,9 @@ int sig_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsize,
         hp_raise_p11(c->pctx, rv);
         return 0;
     }
+    if (!room_for_signature(c, sigsize))
+        return 0;
     if (c->is_rsa) {
-        if (sigsize < need) {
-            hp_raise(c->pctx, HP_R_BAD_PARAM, "signature buffer of %zu bytes, need %zu",
-                     sigsize, need);
-            return 0;
-        }
         outlen = (CK_ULONG)sigsize;
         rv = p11_oneshot(c->key->p11, P11_SIGN, &p.mech, p.in, p.inlen, sig, &outlen);
         if (rv != CKR_OK) {
@@ -483,6 +494,16 @@ int sig_digest_verify_init(void *vctx, const char *mdname, void *key,
     return digest_init(vctx, mdname, key, params, 0);
 }
 
+/* After a one-shot: ends a token operation a failure left running (its
+ * session goes back to the pool) and makes the next update or final choose
+ * and start afresh, the host digest re-initialised. */
+static void spent(sig_ctx *c)
+{
+    p11_op_abort(&c->op);
+    c->decided = 0;
+    c->stream = 0;
+}
+
 int sig_digest_update(void *vctx, const unsigned char *data, size_t len)
 {
     sig_ctx *c = vctx;
@@ -607,7 +628,7 @@ int sig_digest_sign_final(void *vctx, unsigned char *sig, size_t *siglen, size_t
         *siglen = hp_key_size(c->key);
         return 1;
     }
-    if (!decide(c))
+    if (!room_for_signature(c, sigsize) || !decide(c))
         return 0;
     if (c->stream)
         return stream_sign_final(c, sig, siglen, sigsize);
@@ -629,6 +650,40 @@ int sig_digest_verify_final(void *vctx, const unsigned char *sig, size_t siglen)
     if (c->mdctx == NULL || !EVP_DigestFinal_ex(c->mdctx, h, &hlen))
         return 0;
     return sig_verify(c, sig, siglen, h, hlen);
+}
+
+/* One-shot EVP_DigestSign and EVP_DigestVerify. Without these OpenSSL makes
+ * them an update and a final, and a final duplicates the whole context (ours
+ * included) so that the caller could go on streaming: allocations and copies
+ * a TLS server pays at every handshake for a context it then frees. Here the
+ * context itself finishes, and is left ready for its next message: as after
+ * an init, without the data of this one. Data given by updates before the
+ * call is signed with it, as OpenSSL's update-and-final would. */
+int sig_digest_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsize,
+                    const unsigned char *tbs, size_t tbslen)
+{
+    sig_ctx *c = vctx;
+    int ok;
+
+    if (sig == NULL) {
+        *siglen = hp_key_size(c->key);
+        return 1;
+    }
+    ok = sig_digest_update(c, tbs, tbslen) &&
+         sig_digest_sign_final(c, sig, siglen, sigsize);
+    spent(c);
+    return ok;
+}
+
+int sig_digest_verify(void *vctx, const unsigned char *sig, size_t siglen,
+                      const unsigned char *tbs, size_t tbslen)
+{
+    sig_ctx *c = vctx;
+    int ok;
+
+    ok = sig_digest_update(c, tbs, tbslen) && sig_digest_verify_final(c, sig, siglen);
+    spent(c);
+    return ok;
 }
 
 /* AlgorithmIdentifier of the signature, for X.509 and CMS. */

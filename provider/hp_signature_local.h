@@ -55,8 +55,10 @@ OSSL_FUNC_signature_verify_fn sig_verify;
 OSSL_FUNC_signature_digest_sign_init_fn sig_digest_sign_init;
 OSSL_FUNC_signature_digest_sign_update_fn sig_digest_update;
 OSSL_FUNC_signature_digest_sign_final_fn sig_digest_sign_final;
+OSSL_FUNC_signature_digest_sign_fn sig_digest_sign;
 OSSL_FUNC_signature_digest_verify_init_fn sig_digest_verify_init;
 OSSL_FUNC_signature_digest_verify_final_fn sig_digest_verify_final;
+OSSL_FUNC_signature_digest_verify_fn sig_digest_verify;
 OSSL_FUNC_signature_get_ctx_params_fn sig_get_ctx_params;
 OSSL_FUNC_signature_gettable_ctx_params_fn sig_gettable_ctx_params;
 OSSL_FUNC_signature_set_ctx_params_fn sig_set_ctx_params;
@@ -90,11 +92,13 @@ int sig_ecdsa_algorithm_id(sig_ctx *c, X509_ALGOR *alg);
         {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, (void (*)(void))sig_digest_sign_init},    \
         {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE, (void (*)(void))sig_digest_update},     \
         {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL, (void (*)(void))sig_digest_sign_final},  \
+        {OSSL_FUNC_SIGNATURE_DIGEST_SIGN, (void (*)(void))sig_digest_sign},              \
         {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_INIT,                                         \
          (void (*)(void))sig_digest_verify_init},                                        \
         {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_UPDATE, (void (*)(void))sig_digest_update},   \
         {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_FINAL,                                        \
          (void (*)(void))sig_digest_verify_final},                                       \
+        {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY, (void (*)(void))sig_digest_verify},          \
         {OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS, (void (*)(void))sig_get_ctx_params},        \
         {OSSL_FUNC_SIGNATURE_GETTABLE_CTX_PARAMS,                                        \
          (void (*)(void))sig_gettable_ctx_params},                                       \

@@ -14,6 +14,16 @@
  *                 a copy outlives its freed original; a context initialised
  *                 in one thread is finished in another; contexts abandoned
  *                 mid-operation do not hold the token up.
+ *   MODE reuse    one context signs three messages with EVP_DigestSign and
+ *                 no init between them, and each signature verifies over its
+ *                 own message (OpenSSL 3.0 allows that; before hsmprov had a
+ *                 one-shot of its own, the second signed both messages);
+ *                 the token verifies them through one reused context and
+ *                 refuses a changed one; data given by updates before a
+ *                 one-shot is signed with it; a one-shot refused for a small
+ *                 buffer says so and leaves the context and the pool usable
+ *                 (the test runs with a pool of one session: a session kept
+ *                 by the failed call would stall the next signature).
  *   -p            RSA-PSS (salt length = digest length) instead of the key's
  *                 default scheme.
  *
@@ -427,6 +437,104 @@ static int run_dup(void)
     return atomic_load(&failures) == before;
 }
 
+/* Whether the newest error on the queue holds text; the queue is emptied. */
+static int error_says(const char *text)
+{
+    const char *data = NULL;
+    unsigned long e = ERR_peek_last_error_data(&data, NULL);
+    int ok = e != 0 && data != NULL && strstr(data, text) != NULL;
+
+    if (!ok)
+        fail("the error should say \"%s\"; it says \"%s\"", text, data != NULL ? data : "");
+    ERR_clear_error();
+    return ok;
+}
+
+/* A one-shot on ctx into sig (room: *siglen), checked against msg. */
+static int reuse_sign(EVP_MD_CTX *ctx, const char *what, const unsigned char *msg,
+                      size_t len, const unsigned char *tbs, size_t tbslen,
+                      unsigned char *sig, size_t *siglen)
+{
+    if (EVP_DigestSign(ctx, sig, siglen, tbs, tbslen) <= 0) {
+        fail("EVP_DigestSign (%s) on a reused context", what);
+        return 0;
+    }
+    if (!queue_clean(what))
+        return 0;
+    if (verify(msg, len, sig, *siglen) != 1) {
+        fail("%s: the signature does not verify over its own message", what);
+        return 0;
+    }
+    return 1;
+}
+
+static int run_reuse(void)
+{
+    static const char *const msgs[] = {"the first message", "a second, longer message",
+                                       "3rd"};
+    unsigned char sig[1024], *other = NULL;
+    size_t siglen, otherlen;
+    EVP_MD_CTX *s = sign_init(), *v = EVP_MD_CTX_new();
+    EVP_PKEY_CTX *vp = NULL;
+    int before = atomic_load(&failures), r;
+
+    if (s == NULL || v == NULL ||
+        !EVP_DigestVerifyInit_ex(v, &vp, md_name, NULL, NULL, token_key, NULL) ||
+        !set_padding(vp)) {
+        fail("init of the reused contexts");
+        goto end;
+    }
+    for (size_t i = 0; i < sizeof(msgs) / sizeof(msgs[0]); i++) {
+        const unsigned char *m = (const unsigned char *)msgs[i];
+        size_t len = strlen(msgs[i]);
+
+        siglen = sizeof(sig);
+        if (!reuse_sign(s, msgs[i], m, len, m, len, sig, &siglen))
+            goto end;
+        if ((r = EVP_DigestVerify(v, sig, siglen, m, len)) != 1) {
+            fail("the token's EVP_DigestVerify on a reused context: %d for \"%s\"", r,
+                 msgs[i]);
+            goto end;
+        }
+        sig[siglen / 2] ^= 0x01;
+        if (EVP_DigestVerify(v, sig, siglen, m, len) == 1) {
+            fail("the token accepted a changed signature of \"%s\"", msgs[i]);
+            goto end;
+        }
+        ERR_clear_error();
+    }
+    printf("reuse: 3 one-shot signatures from one context, each over its own message\n");
+
+    siglen = sizeof(sig);
+    if (EVP_DigestSignUpdate(s, "prefix, ", 8) <= 0 ||
+        !reuse_sign(s, "update, then one-shot", (const unsigned char *)"prefix, tail", 12,
+                    (const unsigned char *)"tail", 4, sig, &siglen))
+        goto end;
+    printf("reuse: data of an update before a one-shot is signed with it\n");
+
+    siglen = 8;
+    if (EVP_DigestSign(s, sig, &siglen, (const unsigned char *)"x", 1) > 0) {
+        fail("EVP_DigestSign into 8 bytes succeeded");
+        goto end;
+    }
+    if (!error_says("signature buffer of 8 bytes, need "))
+        goto end;
+    siglen = sizeof(sig);
+    if (!reuse_sign(s, "after a refused one-shot", (const unsigned char *)"after", 5,
+                    (const unsigned char *)"after", 5, sig, &siglen))
+        goto end;
+    if (!sign_oneshot((const unsigned char *)"another context", 15, &other, &otherlen) ||
+        verify((const unsigned char *)"another context", 15, other, otherlen) != 1)
+        fail("another context after a refused one-shot");
+    else
+        printf("reuse: a refused one-shot leaves the context and the pool usable\n");
+end:
+    OPENSSL_free(other);
+    EVP_MD_CTX_free(s);
+    EVP_MD_CTX_free(v);
+    return atomic_load(&failures) == before;
+}
+
 int main(int argc, char **argv)
 {
     int nthreads = 8, opt, ok = 0;
@@ -473,6 +581,8 @@ int main(int argc, char **argv)
         ok = run_threads(nthreads);
     else if (strcmp(mode, "dup") == 0)
         ok = run_dup();
+    else if (strcmp(mode, "reuse") == 0)
+        ok = run_reuse();
     else
         goto usage;
 
@@ -482,7 +592,7 @@ int main(int argc, char **argv)
     return ok ? 0 : 1;
 
 usage:
-    fprintf(stderr, "usage: %s [-t threads] [-n per-thread] [-m digest] [-p] threads|dup URI\n",
+    fprintf(stderr, "usage: %s [-t threads] [-n per-thread] [-m digest] [-p] threads|dup|reuse URI\n",
             argv[0]);
     return 2;
 }

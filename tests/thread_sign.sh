@@ -13,8 +13,11 @@ shift 3
 
 hp_setup
 # Enough sessions for every thread, and a bound on waiting: a lost lease shows
-# up as a timeout error instead of a hang.
-hp_write_cnf "$T" "pkcs11-pool-wait-timeout-ms = 20000"
+# up as a timeout error instead of a hang. reuse: one session, so that a
+# session kept by a failed call stalls the next signature.
+extra="pkcs11-pool-wait-timeout-ms = 20000"
+[ "$mode" = reuse ] && extra+=$'\n'"pkcs11-pool-size = 1"
+hp_write_cnf "$T" "$extra"
 
 hp_step "$prog $* $mode pkcs11:token=demo;object=$obj;type=private"
 rc=0
