@@ -74,6 +74,14 @@ p11_action p11_recover_action(p11_token *t, CK_RV rv, unsigned mgen)
      * stands, retrying would only delay it. */
     if (rv == CKR_SLOT_ID_INVALID && t != NULL && t->m != NULL && t->m->local)
         return P11_ACT_NONE;
+    /* The same file race seen from C_Login: SoftHSM2 read the token file
+     * while another process's login rewrote its flags, and found no user
+     * PIN in it. A token that said when it was found that its user PIN is
+     * set gets the passing fault's retries; one that said otherwise gets its
+     * answer at once. */
+    if (rv == CKR_USER_PIN_NOT_INITIALIZED && t != NULL &&
+        (t->info.flags & CKF_USER_PIN_INITIALIZED))
+        return P11_ACT_TRANSIENT;
 
     if (t == NULL || t->m == NULL || t->m->fl == NULL ||
         (a != P11_ACT_TOKEN_GONE && rv != CKR_GENERAL_ERROR && rv != CKR_SLOT_ID_INVALID))

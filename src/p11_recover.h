@@ -41,9 +41,11 @@ typedef enum {
                            p11_recover_classify): re-initialise it as after fork,
                            retry; a further attempt only after a back-off */
     P11_ACT_TRANSIENT,  /* CKR_GENERAL_ERROR from a module that still answers for
-                           the slot: a passing fault (SoftHSM2's file store read
-                           while another process rewrites it); wait a moment,
-                           retry, up to P11_TRANSIENT_RETRIES times */
+                           the slot, or CKR_USER_PIN_NOT_INITIALIZED from a token
+                           whose user PIN is set: a passing fault (SoftHSM2's
+                           file store read while another process rewrites it);
+                           wait a moment, retry, up to P11_TRANSIENT_RETRIES
+                           times */
     P11_ACT_COUNT
 } p11_action;
 

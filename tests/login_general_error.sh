@@ -10,8 +10,12 @@
 # and a slot that still fails is reported with the module's code, not as a
 # token that is not present.
 #
+# CKR_USER_PIN_NOT_INITIALIZED from C_Login, for a token whose user PIN is
+# set, is the same race seen from the login, and gets the same retries.
+#
 #   login_general_error.sh once|always|pin|discovery_once|discovery_always|
-#                          discovery_slot_invalid_once
+#                          discovery_slot_invalid_once|pin_missing_once|
+#                          pin_missing_always
 # shellcheck source=lib/testlib.sh
 . "$HSMPROV_TESTS_DIR/lib/testlib.sh"
 
@@ -44,6 +48,25 @@ pin)
     hp_fails openssl pkeyutl -sign -inkey "$key" -rawin -digest sha256 -in "$T/data" -out "$T/sig"
     n=$(grep -c '^C_Login ' "$T/calls.log")
     [ "$n" -eq 1 ] || hp_fail "a rejected PIN offered $n times"
+    ;;
+pin_missing_once)
+    # SoftHSM2 reading its token file while another process's login rewrites
+    # it can find no user PIN there: C_Login says CKR_USER_PIN_NOT_INITIALIZED
+    # for a token whose user PIN is set. A passing fault, retried as above.
+    export P11SHIM_FAIL=C_Login:1:CKR_USER_PIN_NOT_INITIALIZED
+    hp_ok openssl pkeyutl -sign -inkey "$key" -rawin -digest sha256 -in "$T/data" -out "$T/sig"
+    OPENSSL_CONF=/dev/null hp_ok openssl pkeyutl -verify -pubin -inkey "$T/pub.pem" -rawin \
+        -digest sha256 -in "$T/data" -sigfile "$T/sig"
+    n=$(grep -c '^C_Login ' "$T/calls.log")
+    [ "$n" -eq 2 ] || hp_fail "expected 2 C_Login calls (one failed, one retried), saw $n"
+    ;;
+pin_missing_always)
+    export P11SHIM_FAIL=C_Login:0:CKR_USER_PIN_NOT_INITIALIZED
+    hp_fails openssl pkeyutl -sign -inkey "$key" -rawin -digest sha256 -in "$T/data" -out "$T/sig"
+    hp_out_has "C_Login failed with CKR_USER_PIN_NOT_INITIALIZED"
+    hp_no_pin
+    n=$(grep -c '^C_Login ' "$T/calls.log")
+    [ "$n" -eq 4 ] || hp_fail "expected the login tried 4 times, saw $n"
     ;;
 discovery_once | discovery_slot_invalid_once)
     # A passing fault, or a slot listed a moment ago and then said invalid:

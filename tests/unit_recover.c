@@ -308,6 +308,41 @@ static void local_slot(void)
     mod.local = 0;
 }
 
+/* CKR_USER_PIN_NOT_INITIALIZED from C_Login: a passing fault (retried three
+ * times, nothing declared lost) from a token that said its user PIN is set;
+ * from one that said otherwise, the answer at once. */
+static void pin_not_initialized(void)
+{
+    p11_recovery r = P11_RECOVERY_INIT;
+    p11_token *t = fresh_token();
+
+    t->info.flags |= CKF_USER_PIN_INITIALIZED;
+    CHECK(p11_recover_action(t, CKR_USER_PIN_NOT_INITIALIZED, 0) == P11_ACT_TRANSIENT,
+          "a set user PIN said missing not taken as passing");
+    for (int i = 0; i < P11_TRANSIENT_RETRIES; i++) {
+        step_failed(CKR_USER_PIN_NOT_INITIALIZED);
+        CHECK(p11_recover(&r, t, NULL, CKR_USER_PIN_NOT_INITIALIZED) == P11_RETRY,
+              "passing CKR_USER_PIN_NOT_INITIALIZED %d not retried", i + 1);
+    }
+    step_failed(CKR_USER_PIN_NOT_INITIALIZED);
+    CHECK(p11_recover(&r, t, NULL, CKR_USER_PIN_NOT_INITIALIZED) == P11_DONE,
+          "a fourth CKR_USER_PIN_NOT_INITIALIZED retried");
+    CHECK(epoch() == 7 && atomic_load(&t->login_gen) == 1, "a loss declared");
+    CHECK(failure_is("C_SignInit", CKR_USER_PIN_NOT_INITIALIZED),
+          "the step's failure lost");
+
+    t = fresh_token();
+    {
+        p11_recovery r2 = P11_RECOVERY_INIT;
+
+        CHECK(p11_recover_action(t, CKR_USER_PIN_NOT_INITIALIZED, 0) == P11_ACT_NONE,
+              "a token without a user PIN retried");
+        step_failed(CKR_USER_PIN_NOT_INITIALIZED);
+        CHECK(p11_recover(&r2, t, NULL, CKR_USER_PIN_NOT_INITIALIZED) == P11_DONE,
+              "a token without a user PIN retried");
+    }
+}
+
 /* Answers no recovery mends: CKR_PIN_INCORRECT (never retried: repeats lock
  * tokens), CKR_PIN_LOCKED, a vendor code, hsmprov's own codes, plain errors.
  * Nothing is declared, the token is not even looked at. */
@@ -423,6 +458,7 @@ static const struct {
     {"token_gone", token_gone},
     {"transient", transient},
     {"local_slot", local_slot},
+    {"pin_not_initialized", pin_not_initialized},
     {"final", final},
     {"ok", ok},
     {"budget", budget},
