@@ -4,7 +4,7 @@
 # server with software keys of the same kinds, in the same run; and how close
 # the token figure comes to what the token's raw signing rate allows.
 #
-#   bench/servers.sh [--quick] [--seconds S] [--rounds N] [OUTDIR]
+#   bench/servers.sh [--quick] [--seconds S] [--rounds N] [--servers LIST] [OUTDIR]
 #
 # Per server, two instances from its conf/servers/ example run at once on
 # two ports: one with the keys in a SoftHSM2 token (set up as the tests
@@ -18,8 +18,9 @@
 # bench/run.sh makes one) for the "allowed" column.
 #
 # --quick: 1 round of 2 s per instance and key kind, no warm-up (a smoke
-# check). Writes OUTDIR/servers.txt and OUTDIR/servers.csv (OUTDIR defaults
-# to bench/results). Must run as root: the servers start as root and their
+# check). --servers: only these, comma-separated (apache, nginx, haproxy;
+# default all three). Writes OUTDIR/servers.txt and OUTDIR/servers.csv
+# (OUTDIR defaults to bench/results). Must run as root: the servers start as root and their
 # workers switch user, as in the tests. Environment: HSMBENCH, TLSLOAD,
 # HSMPROV_MODULE, SOFTHSM2_MODULE (defaults: build-bench/bench/hsmbench,
 # build-bench/bench/tlsload, build-bench/provider/hsmprov.so,
@@ -40,7 +41,7 @@ die() {
     exit 2
 }
 
-rounds=3 seconds=10 warm=1 quick=0 out=$here/results args=("$@")
+rounds=3 seconds=10 warm=1 quick=0 out=$here/results args=("$@") only=apache,nginx,haproxy
 while [ $# -gt 0 ]; do
     case $1 in
     --quick) quick=1 ;;
@@ -54,8 +55,15 @@ while [ $# -gt 0 ]; do
         rounds=$2
         shift
         ;;
+    --servers)
+        [ $# -ge 2 ] || die "--servers needs a value"
+        [[ $2 =~ ^(apache|nginx|haproxy)(,(apache|nginx|haproxy))*$ ]] ||
+            die "--servers takes apache, nginx and haproxy, comma-separated"
+        only=$2
+        shift
+        ;;
     -h | --help)
-        sed -n '2,26p' "$0"
+        sed -n '2,27p' "$0"
         exit 0
         ;;
     -*) die "unknown option $1" ;;
@@ -305,6 +313,7 @@ run_server() {
 
 for spec in apache:apache2:www-data nginx:nginx:www-data haproxy:haproxy:haproxy; do
     IFS=: read -r server binname group <<<"$spec"
+    [[ ,$only, == *,$server,* ]] || continue
     bin=$(server_bin "$binname")
     if [ -z "$bin" ]; then
         skipped+=("$server ($binname) is not installed: skipped")
